@@ -1,0 +1,55 @@
+"""The `sdsuite` command.
+
+Each subcommand lives beside the code it drives and exposes `add_arguments(parser)` and
+`run(args) -> int`; its module is imported only when the subcommand is used, so `sdsuite audit`
+never pays for importing torch and `--help` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from suite import __version__
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "watermark": ("suite.watermark_command", "embed the reference SD watermarks into images"),
+}
+
+
+def _command_name(argv: list[str]) -> str | None:
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sdsuite",
+        description="Benchmark Stable Diffusion pipelines and audit images for SD invisible watermarks.",
+    )
+    parser.add_argument("--version", action="version", version=f"sdsuite {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == command:
+            importlib.import_module(module).add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    command = _command_name(argv)
+    if command not in COMMANDS:
+        parser = build_parser()
+        if command is None and not argv:
+            parser.print_help()
+            return 0
+        parser.parse_args(argv)  # prints the error for an unknown command (or --help/--version)
+        return 2
+    args = build_parser(command).parse_args(argv)
+    try:
+        return importlib.import_module(COMMANDS[command][0]).run(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
