@@ -15,6 +15,7 @@ from suite import __version__
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "bench": ("suite.bench_command", "run scenario files and measure time, memory and energy"),
     "watermark": ("suite.watermark_command", "embed the reference SD watermarks into images"),
 }
 

@@ -1,0 +1,229 @@
+"""`sdsuite bench`: run a scenario file (or a named profile) on this machine and write its results."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+DEFAULT_REPORTS = Path("reports")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Run every scenario of SCENARIO_FILE in its own worker process and write results.csv, "
+        "results.jsonl, environment.json and images/ to the run directory."
+    )
+    parser.add_argument(
+        "scenarios",
+        nargs="?",
+        default="auto",
+        metavar="SCENARIO_FILE",
+        help="a .toml file, or a profile name: smoke, quick, reference, fast; "
+        "auto (default) = reference where CUDA is present, quick otherwise",
+    )
+    parser.add_argument("--out", type=Path, help="run directory (default: reports/<date>-<time>-<profile>)")
+    parser.add_argument(
+        "--weights",
+        help="override every scenario's weights: synthetic, tiny, a diffusers folder, a .safetensors/.ckpt file, or a hub id",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue a run: the --out directory, or else the latest run of this profile; finished scenarios are kept",
+    )
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these scenarios (names or families)")
+    parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    parser.add_argument("--repeats", type=int, help="override the measured repeats of every scenario")
+    parser.add_argument("--warmup", type=int, help="override the warm-up runs of every scenario")
+    parser.add_argument("--timeout", type=float, help="seconds allowed per scenario (default: each scenario's own)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads in the workers (default: torch's choice)")
+
+
+def _auto_profile() -> str:
+    import torch
+
+    return "reference" if torch.cuda.is_available() else "quick"
+
+
+def _latest_run(reports: Path, profile: str) -> Path | None:
+    candidates = []
+    for env_file in reports.glob("*/environment.json"):
+        try:
+            if json.loads(env_file.read_text()).get("profile") == profile:
+                candidates.append(env_file.parent)
+        except (OSError, json.JSONDecodeError):
+            continue
+    return max(candidates, key=lambda p: p.stat().st_mtime, default=None)
+
+
+def _select(scenarios: list, only: list[str] | None) -> list:
+    if not only:
+        return scenarios
+    wanted = set(only)
+    chosen = [s for s in scenarios if s.name in wanted or s.family in wanted]
+    unknown = wanted - {s.name for s in chosen} - {s.family for s in chosen}
+    if unknown:
+        raise SystemExit(f"sdsuite bench: no scenario or family named {', '.join(sorted(unknown))}")
+    return chosen
+
+
+def _describe(s) -> str:
+    size = f"{s.width}x{s.height}"
+    return (
+        f"{s.model} {s.task} {size} {s.steps} steps x{s.batch} {s.device} {s.precision} {s.memory_mode} [{s.weights}]"
+    )
+
+
+class Console:
+    """Progress on stderr: live lines on a terminal, sparse lines in a log."""
+
+    def __init__(self, stream=sys.stderr):
+        self.stream = stream
+        self.live = stream.isatty()
+        self.t0 = time.monotonic()
+
+    def _elapsed(self) -> str:
+        m, s = divmod(int(time.monotonic() - self.t0), 60)
+        return f"{m:3d}:{s:02d}"
+
+    def start(self, index: int, total: int, s) -> None:
+        print(f"{self._elapsed()} [{index}/{total}] {s.name}: {_describe(s)}", file=self.stream, flush=True)
+
+    def event(self, s, e: dict[str, Any]) -> None:
+        phase = e.get("phase")
+        text = phase if "run" not in e else f"{phase} {e['run']}/{e['runs']}"
+        if "step" in e:
+            text += f" step {e['step']}/{e['steps']}"
+        if self.live:
+            print(f"\r{self._elapsed()}     {text:<40}", end="", file=self.stream, flush=True)
+        elif "step" not in e:
+            print(f"{self._elapsed()}     {text}", file=self.stream, flush=True)
+
+    def done(self, s, record: dict[str, Any]) -> None:
+        from suite.results import flatten
+
+        row = flatten(record)
+        if self.live:
+            print("\r" + " " * 60 + "\r", end="", file=self.stream)
+        if record["status"] == "ok":
+            rss = row["peak_rss_mib"]
+            vram = row["peak_vram_allocated_mib"]
+            detail = f"{row['s_per_image']:.3g} s/image, {row['it_per_s']:.3g} it/s, peak RSS {rss:.0f} MiB"
+            if vram != "":
+                detail += f", peak VRAM {vram:.0f} MiB"
+        else:
+            detail = record.get("error", "")
+        print(f"{self._elapsed()}     {record['status']}: {detail}", file=self.stream, flush=True)
+
+
+def summary_table(rows: list[dict[str, Any]]) -> str:
+    import pandas as pd
+
+    from suite.spreadsheet import restore
+
+    columns = {
+        "scenario": "scenario",
+        "status": "status",
+        "device": "device",
+        "precision": "prec",
+        "memory_mode": "memory",
+        "s_per_image": "s/image",
+        "it_per_s": "it/s",
+        "step_s_median": "step s",
+        "peak_rss_mib": "RSS MiB",
+        "peak_vram_allocated_mib": "VRAM MiB",
+        "error": "reason",
+    }
+    df = pd.DataFrame(rows)[list(columns)].rename(columns=columns)
+    df["reason"] = df["reason"].map(lambda v: str(restore(v))[:60])
+    return df.to_string(index=False, na_rep="", float_format=lambda v: f"{v:.3g}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from suite import results, scenario
+    from suite.runner import Runner, probe_machine
+
+    profile_arg = _auto_profile() if args.scenarios == "auto" else args.scenarios
+    try:
+        path = scenario.resolve_profile(profile_arg)
+        overrides: dict[str, Any] = {}
+        if args.weights:
+            overrides["weights"] = args.weights
+        if args.repeats is not None:
+            overrides["repeats"] = args.repeats
+        if args.warmup is not None:
+            overrides["warmup"] = args.warmup
+        scenarios = _select(scenario.load(path, overrides), args.only)
+    except scenario.ScenarioError as exc:
+        print(f"sdsuite bench: {exc}", file=sys.stderr)
+        return 2
+    profile = path.stem
+    if args.list:
+        for s in scenarios:
+            print(f"{s.name:40s} {_describe(s)}")
+        return 0
+
+    run_dir = args.out
+    if args.resume and run_dir is None:
+        run_dir = _latest_run(DEFAULT_REPORTS, profile)
+        if run_dir is None:
+            print(
+                f"sdsuite bench: --resume: no earlier run of profile {profile!r} under {DEFAULT_REPORTS}/",
+                file=sys.stderr,
+            )
+            return 2
+    if run_dir is None:
+        run_dir = DEFAULT_REPORTS / f"{time.strftime('%Y%m%d-%H%M%S')}-{profile}"
+    if (run_dir / "results.jsonl").exists() and not args.resume:
+        print(
+            f"sdsuite bench: {run_dir} already holds results; use --resume to continue it or another --out",
+            file=sys.stderr,
+        )
+        return 2
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    env_path = run_dir / "environment.json"
+    if env_path.exists():
+        environment = json.loads(env_path.read_text())
+        environment.setdefault("resumed_at", []).append(time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    else:
+        print(f"sdsuite bench: measuring this machine (fingerprint, peak matmul rate) for {run_dir}", file=sys.stderr)
+        environment = {
+            "schema_version": results.SCHEMA_VERSION,
+            "run_id": run_dir.name,
+            "profile": profile,
+            "scenario_file": str(path),
+            "scenario_file_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+            "argv": sys.argv,
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            **probe_machine(run_dir),
+        }
+    env_path.write_text(json.dumps(environment, indent=1))
+
+    console = Console()
+    todo = len([s for s in scenarios if s.name not in results.ResultsStore(run_dir).done()])
+    print(f"sdsuite bench: {profile}: {todo} of {len(scenarios)} scenario(s) to run -> {run_dir}", file=sys.stderr)
+    runner = Runner(
+        run_dir,
+        environment,
+        on_start=console.start,
+        on_event=console.event,
+        on_done=console.done,
+        timeout_s=args.timeout,
+        threads=args.threads,
+    )
+    runner.run(scenarios)
+    wanted = {s.name for s in scenarios}
+    rows = [results.flatten(r) for r in results.load_records(run_dir) if r["scenario"]["name"] in wanted]
+    print(summary_table(rows))
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+    print(f"\n{len(rows)} scenario(s): " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
+    print(f"results: {run_dir / 'results.csv'}  (full detail: results.jsonl, machine: environment.json)")
+    return 0

@@ -1,0 +1,1 @@
+"""Measurement core: timing, memory, energy, compute and the machine's fingerprint."""

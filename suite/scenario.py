@@ -1,0 +1,314 @@
+"""What to run: scenario files (TOML) parsed into validated, fully expanded `Scenario` objects.
+
+A file has an optional `[defaults]` table and `[[scenario]]` entries. An entry may carry a
+`[scenario.matrix]` table whose lists expand into one scenario per combination, so one entry can
+say "these memory modes x these precisions". Errors name the file, the line and the field.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import sys
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:
+    import tomli as tomllib
+
+MODELS = ("sd-v1", "sd-v2.1", "sd-x4-upscaler")
+TASKS = ("txt2img", "img2img", "upscale")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("fp32", "fp16", "bf16")
+MEMORY_MODES = (
+    "none",
+    "attention-slicing",
+    "vae-slicing",
+    "vae-tiling",
+    "model-offload",
+    "sequential-offload",
+)
+OFFLOAD_MODES = ("model-offload", "sequential-offload")
+WATERMARKS = ("auto", "none", "sd-v1", "sd-v2", "sdxl")
+
+SCENARIOS_DIR = Path(__file__).resolve().parent.parent / "scenarios"
+
+
+class ScenarioError(ValueError):
+    """A scenario file that cannot be run as written; the message says where and why."""
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    model: str
+    task: str = "txt2img"
+    family: str = ""
+    sampler: str = "pndm"
+    width: int = 512
+    height: int = 512
+    steps: int = 50
+    batch: int = 1
+    device: str = "auto"
+    precision: str = "fp32"
+    memory_modes: tuple[str, ...] = ("none",)
+    weights: str = "synthetic"
+    watermark: str = "auto"
+    prompt: str = "a brush-wielding hamster, oil painting"
+    negative_prompt: str = ""
+    guidance_scale: float = 7.5
+    strength: float = 0.8
+    noise_level: int = 20
+    init_image: str = ""
+    seed: int = 0
+    repeats: int = 3
+    warmup: int = 1
+    timeout_s: float = 3600.0
+    vram_budget_gib: float = 0.0
+    description: str = ""
+    tags: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def memory_mode(self) -> str:
+        """The memory modes as one label, e.g. `attention-slicing+model-offload`."""
+        return "+".join(self.memory_modes)
+
+    @property
+    def offloads(self) -> bool:
+        return any(m in OFFLOAD_MODES for m in self.memory_modes)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["memory_modes"] = list(self.memory_modes)
+        d["tags"] = list(self.tags)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Scenario:
+        known = {f.name for f in fields(cls)}
+        data = {k: v for k, v in data.items() if k in known}
+        data["memory_modes"] = tuple(data.get("memory_modes", ("none",)))
+        data["tags"] = tuple(data.get("tags", ()))
+        return cls(**data)
+
+
+_FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
+    "name": str,
+    "model": str,
+    "task": str,
+    "family": str,
+    "sampler": str,
+    "width": int,
+    "height": int,
+    "steps": int,
+    "batch": int,
+    "device": str,
+    "precision": str,
+    "memory_modes": (list, str),
+    "weights": str,
+    "watermark": str,
+    "prompt": str,
+    "negative_prompt": str,
+    "guidance_scale": (int, float),
+    "strength": (int, float),
+    "noise_level": int,
+    "init_image": str,
+    "seed": int,
+    "repeats": int,
+    "warmup": int,
+    "timeout_s": (int, float),
+    "vram_budget_gib": (int, float),
+    "description": str,
+    "tags": list,
+}
+# Matrix keys may use the singular, which reads better in a file: memory_mode = ["a", "b"].
+_ALIASES = {"memory_mode": "memory_modes"}
+
+
+def _choice(value: Any, allowed: tuple[str, ...], what: str) -> None:
+    if value not in allowed:
+        raise _FieldError(what, f"{value!r} is not one of {', '.join(allowed)}")
+
+
+class _FieldError(Exception):
+    def __init__(self, field_name: str, message: str):
+        super().__init__(message)
+        self.field_name = field_name
+
+
+def _normalise(raw: dict[str, Any]) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    for key, value in raw.items():
+        key = _ALIASES.get(key, key)
+        if key not in _FIELD_TYPES:
+            raise _FieldError(key, f"unknown field (known: {', '.join(sorted(_FIELD_TYPES))})")
+        expected = _FIELD_TYPES[key]
+        if isinstance(value, bool) or not isinstance(value, expected):
+            names = " or ".join(t.__name__ for t in (expected if isinstance(expected, tuple) else (expected,)))
+            raise _FieldError(key, f"expected {names}, got {type(value).__name__} {value!r}")
+        if key == "memory_modes":
+            value = tuple(value.split("+")) if isinstance(value, str) else tuple(value)
+        elif key == "tags":
+            value = tuple(value)
+        data[key] = value
+    return data
+
+
+def validate(s: Scenario) -> Scenario:
+    """Check one expanded scenario; returns it with derived defaults (family) filled in."""
+    _choice(s.model, MODELS, "model")
+    _choice(s.task, TASKS, "task")
+    _choice(s.device, DEVICES, "device")
+    _choice(s.precision, PRECISIONS, "precision")
+    _choice(s.watermark, WATERMARKS, "watermark")
+    for mode in s.memory_modes:
+        _choice(mode, MEMORY_MODES, "memory_modes")
+    if len(s.memory_modes) > 1 and "none" in s.memory_modes:
+        raise _FieldError("memory_modes", "'none' cannot be combined with other memory modes")
+    if sum(m in OFFLOAD_MODES for m in s.memory_modes) > 1:
+        raise _FieldError("memory_modes", "choose one of model-offload and sequential-offload")
+    if (s.task == "upscale") != (s.model == "sd-x4-upscaler"):
+        raise _FieldError("task", f"task {s.task!r} does not fit model {s.model!r} (upscale <-> sd-x4-upscaler)")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]*", s.name):
+        raise _FieldError("name", f"{s.name!r}: use letters, digits, '.', '_', '+', '-' (it names files)")
+    for name in ("width", "height"):
+        value = getattr(s, name)
+        if value <= 0 or value % 8:
+            raise _FieldError(name, f"{value} must be a positive multiple of 8")
+    for name in ("steps", "batch", "repeats"):
+        if getattr(s, name) < 1:
+            raise _FieldError(name, "must be at least 1")
+    if s.warmup < 0:
+        raise _FieldError("warmup", "must be 0 or more")
+    if not 0 < s.strength <= 1:
+        raise _FieldError("strength", f"{s.strength} must be in (0, 1]")
+    if s.timeout_s <= 0:
+        raise _FieldError("timeout_s", "must be positive")
+    if s.vram_budget_gib < 0:
+        raise _FieldError("vram_budget_gib", "must be 0 (no budget) or a size in GiB")
+    return s if s.family else replace(s, family=s.name)
+
+
+def _matrix_suffix(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "+".join(map(str, value))
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return re.sub(r"[^A-Za-z0-9._+-]", "", str(value))
+
+
+def _expand(entry: dict[str, Any]) -> list[dict[str, Any]]:
+    matrix = entry.pop("matrix", None)
+    if matrix is None:
+        return [entry]
+    if not isinstance(matrix, dict) or not matrix:
+        raise _FieldError("matrix", "must be a table of field = [values]")
+    axes = []
+    for key, values in matrix.items():
+        if not isinstance(values, list) or not values:
+            raise _FieldError(key, "matrix values must be a non-empty list")
+        axes.append([(key, v) for v in values])
+    out = []
+    for combo in itertools.product(*axes):
+        variant = dict(entry)
+        suffix = []
+        for key, value in combo:
+            variant[key] = value
+            suffix.append(_matrix_suffix(value) + ("gib" if key == "vram_budget_gib" else ""))
+        variant["name"] = "-".join([str(entry.get("name", "")), *suffix])
+        variant.setdefault("family", entry.get("family") or str(entry.get("name", "")))
+        out.append(variant)
+    return out
+
+
+def _line_of(text: str, index: int, field_name: str | None) -> int | None:
+    """Best-effort line of `field_name` inside the `index`-th [[scenario]] (tomllib gives no positions)."""
+    lines = text.splitlines()
+    headers = [i for i, line in enumerate(lines) if re.match(r"\s*\[\[\s*scenario\s*\]\]", line)]
+    if index >= len(headers):
+        return None
+    start = headers[index]
+    end = headers[index + 1] if index + 1 < len(headers) else len(lines)
+    if field_name:
+        keys = {field_name, *(a for a, f in _ALIASES.items() if f == field_name)}
+        for i in range(start, end):
+            key = lines[i].split("=", 1)[0].strip().strip('"')
+            if "=" in lines[i] and key in keys:
+                return i + 1
+    return start + 1
+
+
+def _defaults_line(text: str, field_name: str) -> int | None:
+    in_defaults = False
+    for i, line in enumerate(text.splitlines()):
+        if re.match(r"\s*\[", line):
+            in_defaults = bool(re.match(r"\s*\[\s*defaults\s*\]", line))
+        elif in_defaults and "=" in line and line.split("=", 1)[0].strip() == field_name:
+            return i + 1
+    return None
+
+
+def parse(text: str, source: str = "<string>", overrides: dict[str, Any] | None = None) -> list[Scenario]:
+    """Parse a scenario file's text into validated scenarios, matrices expanded, in file order."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(f"{source}: not valid TOML: {exc}") from None
+    unknown = set(doc) - {"defaults", "scenario", "profile"}
+    if unknown:
+        raise ScenarioError(f"{source}: unknown top-level table(s) {sorted(unknown)}; use [defaults] and [[scenario]]")
+    try:
+        defaults = _normalise(doc.get("defaults", {}))
+    except _FieldError as exc:
+        line = _defaults_line(text, exc.field_name)
+        where = f"{source}:{line}" if line else source
+        raise ScenarioError(f"{where}: [defaults] field '{exc.field_name}': {exc}") from None
+    entries = doc.get("scenario", [])
+    if not entries:
+        raise ScenarioError(f"{source}: no [[scenario]] entries")
+    scenarios: list[Scenario] = []
+    for index, entry in enumerate(entries):
+        try:
+            for variant in _expand(dict(entry)):
+                data = {**defaults, **_normalise(variant), **(overrides or {})}
+                if "name" not in data or "model" not in data:
+                    missing = "name" if "name" not in data else "model"
+                    raise _FieldError(missing, "is required")
+                scenarios.append(validate(Scenario.from_dict(data)))
+        except _FieldError as exc:
+            line = _line_of(text, index, exc.field_name)
+            label = entry.get("name", f"#{index + 1}")
+            where = f"{source}:{line}" if line else source
+            raise ScenarioError(f"{where}: scenario '{label}', field '{exc.field_name}': {exc}") from None
+    seen: set[str] = set()
+    for s in scenarios:
+        if s.name in seen:
+            raise ScenarioError(f"{source}: scenario name {s.name!r} is used twice")
+        seen.add(s.name)
+    return scenarios
+
+
+def resolve_profile(name_or_path: str) -> Path:
+    """A profile name (`quick`) or a path to a scenario file."""
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise ScenarioError(f"{path}: no such scenario file")
+        return path
+    candidate = SCENARIOS_DIR / f"{name_or_path}.toml"
+    if candidate.is_file():
+        return candidate
+    known = ", ".join(sorted(p.stem for p in SCENARIOS_DIR.glob("*.toml")))
+    raise ScenarioError(f"{name_or_path!r} is neither a scenario file nor a profile (profiles: {known})")
+
+
+def load(path: str | Path, overrides: dict[str, Any] | None = None) -> list[Scenario]:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ScenarioError(f"{path}: {exc.strerror}") from None
+    return parse(text, str(path), overrides)

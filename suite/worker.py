@@ -1,0 +1,236 @@
+"""One scenario in one fresh process: load, warm up, repeat, measure, write one record.
+
+The runner starts `python -m suite.worker JOB.json` for every scenario, so an OOM, a crash or a
+hang ends with that process and leaves no allocator state, compiled kernels or fragmentation
+behind for the next scenario. Progress goes to stdout as `@sdsuite {json}` lines; the finished
+record is written to the job's `result` path. Also `python -m suite.worker --probe OUT.json`
+measures the machine once per run (fingerprint, peak matmul rate) without the runner ever
+creating a CUDA context of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+PROGRESS_PREFIX = "@sdsuite "
+MIB = 1024 * 1024
+
+
+def emit(**event: Any) -> None:
+    print(PROGRESS_PREFIX + json.dumps(event), flush=True)
+
+
+def classify(exc: BaseException) -> tuple[str, str]:
+    """Outcome status and a one-line reason for a failed scenario."""
+    import torch
+
+    message = f"{type(exc).__name__}: {exc}".strip().splitlines()[0][:500]
+    text = str(exc)
+    if isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in text.lower():
+        return "oom", message
+    if isinstance(exc, NotImplementedError) or "not implemented for" in text or "Unsupported" in text:
+        return "unsupported", message
+    return "error", message
+
+
+def _budget(device, gib: float) -> dict[str, Any]:
+    """Cap this process's CUDA allocator so the whole process fits a card of `gib` GiB.
+
+    The CUDA context lives outside the allocator, so it is measured and subtracted: what the
+    allocator may use is the budget minus the context, as on a real card of that size.
+    """
+    import torch
+
+    from suite.measure import nvml
+
+    torch.empty(1, device=device)
+    h = nvml.handle(uuid=nvml.torch_device_uuid(device.index or 0))
+    context = nvml.process_used_bytes(h, os.getpid()) if h is not None else None
+    context = context if context is not None else 512 * MIB
+    total = torch.cuda.get_device_properties(device).total_memory
+    allowed = gib * 2**30 - context
+    if allowed <= 0:
+        raise torch.cuda.OutOfMemoryError(f"the CUDA context alone ({context / MIB:.0f} MiB) exceeds {gib} GiB")
+    torch.cuda.set_per_process_memory_fraction(min(1.0, allowed / total), device)
+    return {"budget_gib": gib, "context_mib": context / MIB, "allocator_cap_mib": allowed / MIB}
+
+
+def _unet_tflop(prepared, cache: Path) -> float | None:
+    from suite.measure.flops import cached_unet_tflop, unet_tflop_per_call
+
+    s = prepared.scenario
+    pipe = prepared.pipe
+    factor = pipe.vae_scale_factor if s.task != "upscale" else 4
+    latent = (s.height // factor, s.width // factor)
+    cfg = s.guidance_scale > 1.0
+    batch = s.batch * (2 if cfg else 1)
+    config = dict(pipe.unet.config)
+    key = f"{s.model}:{json.dumps(config, sort_keys=True, default=str)}:{latent}:{batch}"
+    try:
+        return cached_unet_tflop(cache, key, lambda: unet_tflop_per_call(config, latent, batch))
+    except Exception:
+        return None
+
+
+def run_job(job: dict[str, Any], record: dict[str, Any]) -> None:
+    """Run the job, filling `record` as measurements come in, so a failure keeps what was measured."""
+    import torch
+
+    from suite import pipelines
+    from suite.measure import nvml
+    from suite.measure.sampler import MemorySampler
+    from suite.scenario import Scenario
+
+    scenario = Scenario.from_dict(job["scenario"])
+    run_dir = Path(job["run_dir"])
+    record.update(latency_s=[], warmup_latency_s=[], stages_s={}, step_s=[])
+    device = pipelines.check_applicable(scenario)
+    record["device"] = str(device)
+    if job.get("threads"):
+        torch.set_num_threads(int(job["threads"]))
+    gpu = None
+    gpu_uuid = None
+    if device.type == "cuda":
+        gpu_uuid = nvml.torch_device_uuid(device.index or 0)
+        gpu = nvml.handle(uuid=gpu_uuid)
+    sampler = MemorySampler(hz=job.get("sample_hz", 200.0), gpu_uuid=gpu_uuid)
+    try:
+        if scenario.vram_budget_gib:
+            record["budget"] = _budget(device, scenario.vram_budget_gib)
+        emit(phase="load")
+        sampler.reset()
+        prepared = pipelines.prepare(scenario, device)
+        record["load_s"] = prepared.load_s
+        record["weights"] = prepared.weights
+        record["load_memory"] = sampler.read()
+
+        def on_step(phase: str, index: int, total: int):
+            every = max(1, scenario.steps // 10)
+
+            def report(step: int) -> None:
+                if step % every == 0 or step == scenario.steps:
+                    emit(phase=phase, run=index, runs=total, step=step, steps=scenario.steps)
+
+            return report
+
+        for i in range(scenario.warmup):
+            emit(phase="warmup", run=i + 1, runs=scenario.warmup)
+            record["warmup_latency_s"].append(
+                pipelines.generate(prepared, on_step("warmup", i + 1, scenario.warmup)).latency_s
+            )
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        sampler.reset()
+        energies = []
+        generation = None
+        for i in range(scenario.repeats):
+            emit(phase="repeat", run=i + 1, runs=scenario.repeats)
+            e0 = nvml.energy_mj(gpu) if gpu is not None else None
+            generation = pipelines.generate(prepared, on_step("repeat", i + 1, scenario.repeats))
+            e1 = nvml.energy_mj(gpu) if gpu is not None else None
+            if e0 is not None and e1 is not None:
+                energies.append(((e1 - e0) / 1000.0, generation.latency_s))
+            record["latency_s"].append(generation.latency_s)
+            record["step_s"].append(generation.step_s)
+            for stage, value in generation.stages_s.items():
+                record["stages_s"].setdefault(stage, []).append(value)
+        memory = sampler.read()
+        if device.type == "cuda":
+            memory["peak_vram_allocated_mib"] = torch.cuda.max_memory_allocated(device) / MIB
+            memory["peak_vram_reserved_mib"] = torch.cuda.max_memory_reserved(device) / MIB
+        record["memory"] = memory
+        if energies:
+            joules = sorted(j for j, _ in energies)
+            record["energy"] = {
+                "per_repeat_j": [j for j, _ in energies],
+                "j_per_image": joules[len(joules) // 2] / scenario.batch,
+                "avg_power_w": sum(j for j, _ in energies) / sum(t for _, t in energies),
+            }
+        record["watermark"] = generation.watermark
+        record["images"] = save_images(generation.images, run_dir, scenario.name)
+        record["compute"] = compute_figures(record, _unet_tflop(prepared, run_dir / "flops.json"), job)
+        record["status"] = "ok"
+    finally:
+        sampler.close()
+
+
+def compute_figures(record: dict[str, Any], tflop: float | None, job: dict[str, Any]) -> dict[str, Any]:
+    """Achieved UNet TFLOP/s from the median step, against the run's measured peak for this precision."""
+    from suite.results import summarise
+
+    if tflop is None:
+        return {}
+    steps = [t for run in record["step_s"] for t in run[1:]]
+    step = summarise(steps)["median"]
+    out: dict[str, Any] = {"unet_tflop_per_step": tflop}
+    if step and step == step:
+        out["achieved_tflops"] = tflop / step
+        peak = (job.get("peak_tflops") or {}).get(job["scenario"]["precision"])
+        if peak:
+            out["peak_tflops"] = peak
+            out["pct_of_peak"] = 100.0 * out["achieved_tflops"] / peak
+    return out
+
+
+def save_images(images, run_dir: Path, name: str) -> list[str]:
+    """The last repeat's images as PNG (lossless, so the watermark survives), paths relative to the run."""
+    out = []
+    for i, image in enumerate(images):
+        rel = f"images/{name}-{i}.png"
+        image.save(run_dir / rel)
+        out.append(rel)
+    return out
+
+
+def probe(out: Path) -> None:
+    """Fingerprint and peak matmul rates of this machine, written as JSON."""
+    import torch
+
+    from suite import pipelines
+    from suite.measure.fingerprint import fingerprint
+    from suite.measure.peak import datasheet_tflops, measure_matmul_tflops
+
+    data: dict[str, Any] = {"fingerprint": fingerprint()}
+    device = pipelines.resolve_device("auto")
+    peaks = {"fp32": measure_matmul_tflops(device, torch.float32)}
+    if device.type == "cuda":
+        peaks["fp16"] = measure_matmul_tflops(device, torch.float16)
+        peaks["bf16"] = measure_matmul_tflops(device, torch.bfloat16)
+        data["datasheet_tflops_fp16"] = datasheet_tflops(data["fingerprint"]["gpu"])
+    data["peak_tflops"] = peaks
+    data["peak_device"] = str(device)
+    out.write_text(json.dumps(data, indent=1))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--probe"]:
+        probe(Path(argv[1]))
+        return 0
+    job = json.loads(Path(argv[0]).read_text())
+    started = time.time()
+    record: dict[str, Any] = {}
+    try:
+        run_job(job, record)
+    except BaseException as exc:  # every failure becomes an outcome, never a lost scenario
+        from suite.pipelines import NotApplicable
+
+        traceback.print_exc()
+        if isinstance(exc, NotApplicable):
+            status, reason = "skipped", str(exc)
+        else:
+            status, reason = classify(exc)
+        record.update(status=status, error=reason)
+    record["worker_s"] = time.time() - started
+    Path(job["result"]).write_text(json.dumps(record))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
