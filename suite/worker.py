@@ -43,22 +43,30 @@ def _budget(device, gib: float) -> dict[str, Any]:
     """Cap this process's CUDA allocator so the whole process fits a card of `gib` GiB.
 
     The CUDA context lives outside the allocator, so it is measured and subtracted: what the
-    allocator may use is the budget minus the context, as on a real card of that size.
+    allocator may use is the budget minus the context, as on a real card of that size. The
+    driver's per-process figure is preferred; where a container hides it, the growth of the
+    device's used memory across context creation is used instead.
     """
     import torch
 
     from suite.measure import nvml
 
-    torch.empty(1, device=device)
     h = nvml.handle(uuid=nvml.torch_device_uuid(device.index or 0))
-    context = nvml.process_used_bytes(h, os.getpid()) if h is not None else None
-    context = context if context is not None else 512 * MIB
+    before = nvml.used_bytes(h) if h is not None else None
+    torch.empty(1, device=device)
+    torch.cuda.synchronize(device)
+    after = nvml.used_bytes(h) if h is not None else None
+    context, method = (nvml.process_used_bytes(h, os.getpid()) if h is not None else None), "nvml-process"
+    if context is None and before is not None and after is not None and after - before > 64 * MIB:
+        context, method = after - before, "nvml-device-delta"
+    if context is None:
+        context, method = 512 * MIB, "assumed"
     total = torch.cuda.get_device_properties(device).total_memory
     allowed = gib * 2**30 - context
     if allowed <= 0:
         raise torch.cuda.OutOfMemoryError(f"the CUDA context alone ({context / MIB:.0f} MiB) exceeds {gib} GiB")
     torch.cuda.set_per_process_memory_fraction(min(1.0, allowed / total), device)
-    return {"budget_gib": gib, "context_mib": context / MIB, "allocator_cap_mib": allowed / MIB}
+    return {"budget_gib": gib, "context_mib": context / MIB, "context_from": method, "allocator_cap_mib": allowed / MIB}
 
 
 def _unet_tflop(prepared, cache: Path) -> float | None:
