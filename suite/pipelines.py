@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
@@ -148,11 +149,44 @@ def prepare(scenario: Scenario, device: torch.device) -> Prepared:
             pipe.enable_sequential_cpu_offload(device=device)
     if not scenario.offloads:
         pipe.to(device)
+    apply_techniques(pipe, scenario)
     pipe.set_progress_bar_config(disable=True)
     synchronize(device)
     prepared = Prepared(scenario, pipe, device, weights.to_dict(), time.perf_counter() - t0)
     prepared.inputs = call_arguments(scenario)
     return prepared
+
+
+def apply_techniques(pipe: Any, s: Scenario) -> None:
+    """The `fast` profile's speed techniques; compilation itself happens on the first call (warm-up)."""
+    if s.threads:
+        torch.set_num_threads(s.threads)
+    if s.fuse_qkv:
+        pipe.fuse_qkv_projections()
+    if s.channels_last:
+        pipe.unet.to(memory_format=torch.channels_last)
+        pipe.vae.to(memory_format=torch.channels_last)
+    if s.compile:
+        mode = None if s.compile == "default" else s.compile
+        if "unet" in s.compile_targets:
+            pipe.unet = torch.compile(pipe.unet, mode=mode)
+        if "vae" in s.compile_targets:
+            pipe.vae.decode = torch.compile(pipe.vae.decode, mode=mode)
+
+
+def attention_backend(name: str) -> contextlib.AbstractContextManager:
+    """Restrict scaled-dot-product attention to one backend ('default' leaves torch's choice)."""
+    if name == "default":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    backend = {
+        "math": SDPBackend.MATH,
+        "flash": SDPBackend.FLASH_ATTENTION,
+        "efficient": SDPBackend.EFFICIENT_ATTENTION,
+        "cudnn": SDPBackend.CUDNN_ATTENTION,
+    }[name]
+    return sdpa_kernel(backend)
 
 
 def call_arguments(scenario: Scenario) -> dict[str, Any]:
@@ -161,7 +195,7 @@ def call_arguments(scenario: Scenario) -> dict[str, Any]:
         "prompt": [s.prompt] * s.batch,
         "num_inference_steps": s.steps,
         "guidance_scale": s.guidance_scale,
-        "output_type": "pil",
+        "output_type": "np",
     }
     if s.negative_prompt:
         args["negative_prompt"] = [s.negative_prompt] * s.batch
@@ -172,6 +206,14 @@ def call_arguments(scenario: Scenario) -> dict[str, Any]:
     else:
         args |= {"image": input_image(s), "noise_level": s.noise_level}
     return args
+
+
+def _patch(obj: Any, name: str, replacement: Any, stack: contextlib.ExitStack) -> None:
+    """Set obj.name for the duration of `stack`, then put back exactly what was there."""
+    missing = object()
+    previous = obj.__dict__.get(name, missing)
+    setattr(obj, name, replacement)
+    stack.callback(lambda: obj.__dict__.pop(name) if previous is missing else setattr(obj, name, previous))
 
 
 def _wrap(obj: Any, name: str, before: str, after: str, clock: Clock, stack: contextlib.ExitStack) -> None:
@@ -185,8 +227,7 @@ def _wrap(obj: Any, name: str, before: str, after: str, clock: Clock, stack: con
         clock.mark(after)
         return out
 
-    setattr(obj, name, marked)
-    stack.callback(lambda: obj.__dict__.pop(name, None))
+    _patch(obj, name, marked, stack)
 
 
 @contextlib.contextmanager
@@ -212,8 +253,7 @@ def instrumented(pipe: Any, clock: Clock, on_step: Callable[[int], None] | None 
     with contextlib.ExitStack() as stack:
         _wrap(pipe, "encode_prompt", "text_encode_start", "text_encode_end", clock, stack)
         _wrap(pipe.vae, "decode", "vae_decode_start", "vae_decode_end", clock, stack)
-        scheduler.step = step
-        stack.callback(lambda: scheduler.__dict__.pop("step", None))
+        _patch(scheduler, "step", step, stack)
         hook = pipe.unet.register_forward_pre_hook(lambda *_: clock.mark("denoise_start") if steps == 0 else None)
         stack.callback(hook.remove)
         yield
@@ -226,6 +266,27 @@ class Generation:
     stages_s: dict[str, float]
     step_s: list[float]
     watermark: dict[str, Any]
+    check: dict[str, Any]
+
+
+def check_pixels(arrays: np.ndarray) -> dict[str, Any]:
+    """Catch outputs a speed-up broke: non-finite values (fp16 overflow) or a blank image."""
+    finite = np.isfinite(arrays)
+    spread = float(np.nanstd(np.where(finite, arrays, np.nan))) * 255 if finite.any() else 0.0
+    out: dict[str, Any] = {"nonfinite_fraction": float(1 - finite.mean()), "pixel_std": spread}
+    problems = []
+    if not finite.all():
+        problems.append(f"{out['nonfinite_fraction']:.1%} of output values are NaN/inf")
+    if spread < 1.0:
+        problems.append("the output is a blank (single-colour) image")
+    out["problem"] = "; ".join(problems)
+    return out
+
+
+def to_pil(arrays: np.ndarray) -> list[Image.Image]:
+    """As diffusers' numpy_to_pil, with non-finite values made 0 explicitly instead of by accident."""
+    pixels = (np.nan_to_num(arrays, nan=0.0, posinf=1.0, neginf=0.0).clip(0, 1) * 255).round().astype(np.uint8)
+    return [Image.fromarray(p) for p in pixels]
 
 
 def stage_times(marks: list[tuple[str, float]]) -> tuple[dict[str, float], list[float]]:
@@ -289,12 +350,13 @@ def generate(prepared: Prepared, on_step: Callable[[int], None] | None = None) -
     synchronize(device)
     t0 = time.perf_counter()
     clock.mark("start")
-    with instrumented(prepared.pipe, clock, on_step), torch.inference_mode():
-        images = prepared.pipe(**prepared.inputs, generator=generator).images
+    with instrumented(prepared.pipe, clock, on_step), torch.inference_mode(), attention_backend(s.sdpa_backend):
+        arrays = prepared.pipe(**prepared.inputs, generator=generator).images
+    images = to_pil(arrays)
     clock.mark("watermark_start")
     images, watermark = apply_watermark(images, watermark_scheme(s))
     clock.mark("watermark_end")
     synchronize(device)
     latency = time.perf_counter() - t0
     stages, steps = stage_times(clock.times())
-    return Generation(images, latency, stages, steps, watermark)
+    return Generation(images, latency, stages, steps, watermark, check_pixels(arrays))

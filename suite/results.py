@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from suite.scenario import Scenario
 from suite.spreadsheet import neutralise, restore
 
 SCHEMA_VERSION = 1
@@ -92,6 +93,10 @@ COLUMNS = (
     "achieved_tflops",
     "peak_tflops",
     "pct_of_peak",
+    "techniques",
+    "compile_s",
+    "quality",
+    "psnr_db",
     "watermark_scheme",
     "images",
     "started_at",
@@ -152,6 +157,10 @@ def flatten(record: dict[str, Any]) -> dict[str, Any]:
         "repeats": len(record.get("latency_s") or []),
         "warmup": len(record.get("warmup_latency_s") or []),
         "load_s": record.get("load_s"),
+        "techniques": Scenario.from_dict(s).techniques,
+        "compile_s": record.get("compile_s"),
+        "quality": (record.get("quality") or {}).get("verdict", ""),
+        "psnr_db": (record.get("quality") or {}).get("psnr_db"),
         "watermark_scheme": (record.get("watermark") or {}).get("scheme", ""),
         "images": ";".join(record.get("images") or []),
         "started_at": record.get("started_at", ""),

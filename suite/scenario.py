@@ -33,6 +33,9 @@ MEMORY_MODES = (
 )
 OFFLOAD_MODES = ("model-offload", "sequential-offload")
 WATERMARKS = ("auto", "none", "sd-v1", "sd-v2", "sdxl")
+SDPA_BACKENDS = ("default", "math", "flash", "efficient", "cudnn")
+COMPILE_MODES = ("", "default", "reduce-overhead", "max-autotune-no-cudagraphs", "max-autotune")
+COMPILE_TARGETS = ("unet", "vae")
 
 SCENARIOS_DIR = Path(__file__).resolve().parent.parent / "scenarios"
 
@@ -70,6 +73,31 @@ class Scenario:
     vram_budget_gib: float = 0.0
     description: str = ""
     tags: tuple[str, ...] = field(default_factory=tuple)
+    # speed techniques (the `fast` profile); all off by default, each recorded with the result
+    channels_last: bool = False
+    fuse_qkv: bool = False
+    sdpa_backend: str = "default"
+    compile: str = ""
+    compile_targets: tuple[str, ...] = COMPILE_TARGETS
+    threads: int = 0
+    # another scenario of the same file whose first image is the reference for a quality check
+    quality_reference: str = ""
+
+    @property
+    def techniques(self) -> str:
+        """The speed techniques in use, as one label ('eager' when none)."""
+        parts = []
+        if self.channels_last:
+            parts.append("channels-last")
+        if self.fuse_qkv:
+            parts.append("fused-qkv")
+        if self.sdpa_backend != "default":
+            parts.append(f"sdpa-{self.sdpa_backend}")
+        if self.compile:
+            parts.append(f"compile-{self.compile}({'+'.join(self.compile_targets)})")
+        if self.threads:
+            parts.append(f"threads-{self.threads}")
+        return "+".join(parts) or "eager"
 
     @property
     def memory_mode(self) -> str:
@@ -84,6 +112,7 @@ class Scenario:
         d = asdict(self)
         d["memory_modes"] = list(self.memory_modes)
         d["tags"] = list(self.tags)
+        d["compile_targets"] = list(self.compile_targets)
         return d
 
     @classmethod
@@ -92,6 +121,7 @@ class Scenario:
         data = {k: v for k, v in data.items() if k in known}
         data["memory_modes"] = tuple(data.get("memory_modes", ("none",)))
         data["tags"] = tuple(data.get("tags", ()))
+        data["compile_targets"] = tuple(data.get("compile_targets", COMPILE_TARGETS))
         return cls(**data)
 
 
@@ -123,6 +153,13 @@ _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
     "vram_budget_gib": (int, float),
     "description": str,
     "tags": list,
+    "channels_last": bool,
+    "fuse_qkv": bool,
+    "sdpa_backend": str,
+    "compile": str,
+    "compile_targets": list,
+    "threads": int,
+    "quality_reference": str,
 }
 # Matrix keys may use the singular, which reads better in a file: memory_mode = ["a", "b"].
 _ALIASES = {"memory_mode": "memory_modes"}
@@ -146,12 +183,12 @@ def _normalise(raw: dict[str, Any]) -> dict[str, Any]:
         if key not in _FIELD_TYPES:
             raise _FieldError(key, f"unknown field (known: {', '.join(sorted(_FIELD_TYPES))})")
         expected = _FIELD_TYPES[key]
-        if isinstance(value, bool) or not isinstance(value, expected):
+        if (isinstance(value, bool) and expected is not bool) or not isinstance(value, expected):
             names = " or ".join(t.__name__ for t in (expected if isinstance(expected, tuple) else (expected,)))
             raise _FieldError(key, f"expected {names}, got {type(value).__name__} {value!r}")
         if key == "memory_modes":
             value = tuple(value.split("+")) if isinstance(value, str) else tuple(value)
-        elif key == "tags":
+        elif key in ("tags", "compile_targets"):
             value = tuple(value)
         data[key] = value
     return data
@@ -187,6 +224,16 @@ def validate(s: Scenario) -> Scenario:
         raise _FieldError("strength", f"{s.strength} must be in (0, 1]")
     if s.timeout_s <= 0:
         raise _FieldError("timeout_s", "must be positive")
+    _choice(s.sdpa_backend, SDPA_BACKENDS, "sdpa_backend")
+    _choice(s.compile, COMPILE_MODES, "compile")
+    for target in s.compile_targets:
+        _choice(target, COMPILE_TARGETS, "compile_targets")
+    if s.compile and s.warmup < 1:
+        raise _FieldError("warmup", "a compiled scenario needs at least one warm-up run (it compiles there)")
+    if s.compile and s.offloads:
+        raise _FieldError("compile", "torch.compile cannot be combined with model or sequential offload")
+    if s.threads < 0:
+        raise _FieldError("threads", "must be 0 (torch's default) or a thread count")
     if s.vram_budget_gib < 0:
         raise _FieldError("vram_budget_gib", "must be 0 (no budget) or a size in GiB")
     return s if s.family else replace(s, family=s.name)
@@ -287,6 +334,11 @@ def parse(text: str, source: str = "<string>", overrides: dict[str, Any] | None 
     for s in scenarios:
         if s.name in seen:
             raise ScenarioError(f"{source}: scenario name {s.name!r} is used twice")
+        if s.quality_reference and s.quality_reference not in seen:
+            raise ScenarioError(
+                f"{source}: scenario {s.name!r}: quality_reference {s.quality_reference!r} must name a scenario "
+                "that comes earlier in the file"
+            )
         seen.add(s.name)
     return scenarios
 

@@ -20,6 +20,8 @@ from typing import Any
 
 PROGRESS_PREFIX = "@sdsuite "
 MIB = 1024 * 1024
+# Below this PSNR against the plain run of the same seed, a faster configuration counts as broken.
+QUALITY_MIN_PSNR_DB = 20.0
 
 
 def emit(**event: Any) -> None:
@@ -162,6 +164,9 @@ def run_job(job: dict[str, Any], record: dict[str, Any]) -> None:
             }
         record["watermark"] = generation.watermark
         record["images"] = save_images(generation.images, run_dir, scenario.name)
+        if scenario.compile and record["warmup_latency_s"]:
+            record["compile_s"] = record["warmup_latency_s"][0] - min(record["latency_s"])
+        record["quality"] = quality(generation, scenario, run_dir)
         record["compute"] = compute_figures(record, _unet_tflop(prepared, run_dir / "flops.json"), job)
         record["status"] = "ok"
     finally:
@@ -184,6 +189,39 @@ def compute_figures(record: dict[str, Any], tflop: float | None, job: dict[str, 
             out["peak_tflops"] = peak
             out["pct_of_peak"] = 100.0 * out["achieved_tflops"] / peak
     return out
+
+
+def psnr(a, b) -> float:
+    import numpy as np
+
+    x = np.asarray(a.convert("RGB"), dtype=np.float64)
+    y = np.asarray(b.convert("RGB"), dtype=np.float64)
+    mse = float(np.mean((x - y) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+def quality(generation, scenario, run_dir: Path) -> dict[str, Any]:
+    """Is the output still an image: finite, not blank, and (when a reference is named) close to it."""
+    from PIL import Image
+
+    check = dict(generation.check)
+    problems = [check.pop("problem")] if check.get("problem") else []
+    if scenario.quality_reference:
+        ref_path = run_dir / "images" / f"{scenario.quality_reference}-0.png"
+        if ref_path.exists():
+            with Image.open(ref_path) as ref:
+                if ref.size == generation.images[0].size:
+                    check["psnr_db"] = psnr(generation.images[0], ref)
+                    check["reference"] = scenario.quality_reference
+                    if check["psnr_db"] < QUALITY_MIN_PSNR_DB:
+                        problems.append(
+                            f"PSNR {check['psnr_db']:.1f} dB against {scenario.quality_reference} "
+                            f"(< {QUALITY_MIN_PSNR_DB:.0f} dB)"
+                        )
+        else:
+            check["reference"] = f"{scenario.quality_reference} (no image: not checked)"
+    check["verdict"] = "broken: " + "; ".join(problems) if problems else "ok"
+    return check
 
 
 def save_images(images, run_dir: Path, name: str) -> list[str]:
