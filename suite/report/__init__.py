@@ -1,0 +1,1 @@
+"""Review of results: the self-contained HTML report and comparisons across runs and machines."""

@@ -1,0 +1,312 @@
+"""The report's charts, drawn by matplotlib as SVG.
+
+Each function takes the runs and returns SVG text, or None when the runs hold nothing to draw
+(no GPU, no energy counter), so the page can say why a chart is missing instead of drawing an
+empty one. The SVG is embedded as an <img>, where nothing in it can run.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+from suite.report.runs import Run
+from suite.results import STAGES
+
+CARD_SIZES_GIB = (4, 6, 8, 12, 16, 24)
+COLORS = plt.get_cmap("tab10").colors
+STAGE_COLORS = {
+    "text_encode": "#8c6bb1",
+    "prepare": "#9ecae1",
+    "denoise": "#3182bd",
+    "vae_decode": "#fd8d3c",
+    "watermark": "#31a354",
+    "other": "#bdbdbd",
+}
+plt.rcParams.update({"svg.fonttype": "none", "font.size": 9, "axes.spines.top": False, "axes.spines.right": False})
+
+
+def _svg(fig) -> str:
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _ok(run: Run) -> list[dict[str, Any]]:
+    return [r for r in run.records if r["status"] == "ok" and r.get("latency_s")]
+
+
+def _height(n_bars: int) -> float:
+    return max(2.2, 0.28 * n_bars + 1.0)
+
+
+def _bars(
+    labels: Sequence[str],
+    series: list[tuple[str, list[float | None], list[tuple[float, float]] | None]],
+    xlabel: str,
+    title: str,
+    lines: Sequence[tuple[float, str]] = (),
+    log: bool = False,
+):
+    """Horizontal grouped bars: one group per label, one bar per series (a run)."""
+    n = len(series)
+    fig, ax = plt.subplots(figsize=(8, _height(len(labels) * max(1, n))))
+    y = np.arange(len(labels))
+    height = 0.8 / n
+    for i, (name, values, ranges) in enumerate(series):
+        vals = np.array([np.nan if v is None else v for v in values], dtype=float)
+        pos = y - 0.4 + height * (i + 0.5)
+        ax.barh(pos, vals, height=height * 0.9, color=COLORS[i % len(COLORS)], label=name)
+        if ranges:
+            lo = np.array([v - r[0] if r else 0 for v, r in zip(vals, ranges, strict=True)])
+            hi = np.array([r[1] - v if r else 0 for v, r in zip(vals, ranges, strict=True)])
+            ax.errorbar(vals, pos, xerr=[np.nan_to_num(lo), np.nan_to_num(hi)], fmt="none", ecolor="#333", lw=0.8)
+    for value, text in lines:
+        ax.axvline(value, color="#c00", ls="--", lw=0.8)
+        ax.annotate(
+            text,
+            (value, 1.0),
+            xycoords=("data", "axes fraction"),
+            rotation=90,
+            va="top",
+            ha="right",
+            color="#c00",
+            fontsize=7,
+        )
+    ax.set_yticks(y, labels)
+    ax.invert_yaxis()
+    ax.set_xlabel(xlabel)
+    ax.set_title(title, loc="left")
+    if log:
+        ax.set_xscale("log")
+    if n > 1:
+        ax.legend(loc="lower right", fontsize=7)
+    return fig
+
+
+def _scenario_order(runs: Sequence[Run], keep) -> list[str]:
+    names: list[str] = []
+    for run in runs:
+        for r in run.records:
+            name = r["scenario"]["name"]
+            if keep(r) and name not in names:
+                names.append(name)
+    return names
+
+
+def _per_scenario(runs: Sequence[Run], value, keep=lambda r: r["status"] == "ok" and r.get("latency_s")):
+    names = _scenario_order(runs, keep)
+    series = []
+    for run in runs:
+        by_name = {r["scenario"]["name"]: r for r in run.records if keep(r)}
+        series.append((run.label, [value(by_name[n]) if n in by_name else None for n in names]))
+    return names, series
+
+
+def latency(runs: Sequence[Run]) -> str | None:
+    def per_image(r):
+        return float(np.median(r["latency_s"])) / r["scenario"]["batch"]
+
+    names, series = _per_scenario(runs, per_image)
+    if not names:
+        return None
+    full = []
+    for run, (label, values) in zip(runs, series, strict=True):
+        by_name = {r["scenario"]["name"]: r for r in _ok(run)}
+        ranges = [
+            (
+                min(by_name[n]["latency_s"]) / by_name[n]["scenario"]["batch"],
+                max(by_name[n]["latency_s"]) / by_name[n]["scenario"]["batch"],
+            )
+            if n in by_name
+            else None
+            for n in names
+        ]
+        full.append((label, values, ranges))
+    spread = [v for _, vals, _ in full for v in vals if v]
+    log = bool(spread) and max(spread) / min(spread) > 50
+    return _svg(
+        _bars(
+            names, full, "seconds per image (median; whiskers: min-max over repeats)", "Latency per scenario", log=log
+        )
+    )
+
+
+def stages(runs: Sequence[Run]) -> str | None:
+    """Load time apart (it happens once per process), then where one call's time goes."""
+    rows = [(run.label, r) for run in runs for r in _ok(run)]
+    if not rows:
+        return None
+    labels = [r["scenario"]["name"] if len(runs) == 1 else f"{r['scenario']['name']} · {label}" for label, r in rows]
+    fig, (ax_load, ax) = plt.subplots(1, 2, figsize=(10, _height(len(rows))), width_ratios=(1, 3), sharey=True)
+    y = np.arange(len(rows))
+    ax_load.barh(y, [r.get("load_s") or 0 for _, r in rows], color="#636363")
+    ax_load.set_xlabel("model load, s (once per process)")
+    ax_load.set_yticks(y, labels)
+    ax_load.invert_yaxis()
+    left = np.zeros(len(rows))
+    for stage in (*STAGES, "other"):
+        if stage == "other":
+            values = np.array(
+                [
+                    max(
+                        0.0,
+                        float(np.median(r["latency_s"]))
+                        - sum(float(np.median(r["stages_s"].get(s) or [0])) for s in STAGES),
+                    )
+                    for _, r in rows
+                ]
+            )
+        else:
+            values = np.array([float(np.median(r["stages_s"].get(stage) or [0])) for _, r in rows])
+        ax.barh(y, values, left=left, color=STAGE_COLORS[stage], label=stage.replace("_", " "))
+        left += values
+    ax.set_xlabel("seconds per call (median over repeats)")
+    ax.set_title("Stage breakdown", loc="left")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12 - 1.2 / len(rows)), fontsize=7, ncols=6, frameon=False)
+    return _svg(fig)
+
+
+def steps(runs: Sequence[Run], max_lines: int = 12) -> str | None:
+    """Median time of each denoising step over the repeats: warm-up effects show as a high first step."""
+    lines = []
+    for run in runs:
+        for r in _ok(run):
+            per_repeat = [s for s in r.get("step_s") or [] if s]
+            if not per_repeat:
+                continue
+            length = min(len(s) for s in per_repeat)
+            median = np.median(np.array([s[:length] for s in per_repeat]), axis=0)
+            name = r["scenario"]["name"] if len(runs) == 1 else f"{r['scenario']['name']} · {run.label}"
+            lines.append((name, median))
+    if not lines:
+        return None
+    lines = lines[:max_lines]
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    for i, (name, median) in enumerate(lines):
+        ax.plot(
+            np.arange(1, len(median) + 1), median, marker="o", ms=2.5, lw=1.2, color=COLORS[i % len(COLORS)], label=name
+        )
+    values = np.concatenate([m for _, m in lines])
+    if values.min() > 0 and values.max() / values.min() > 20:
+        ax.set_yscale("log")
+    ax.set_xlabel("denoising step")
+    ax.set_ylabel("seconds")
+    ax.set_title("Time per step (median over repeats)", loc="left")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return _svg(fig)
+
+
+def memory(runs: Sequence[Run]) -> tuple[str | None, str]:
+    """Peak VRAM per scenario against common card sizes; host RSS where no GPU was used."""
+    gpu = any(r.get("memory", {}).get("peak_vram_allocated_mib") for run in runs for r in _ok(run))
+    if gpu:
+        key, unit = "peak_vram_allocated_mib", "peak VRAM allocated by torch, GiB"
+
+        def value(r):
+            m = r.get("memory") or {}
+            return (m.get(key) or 0) / 1024 or None
+
+        lines = [(float(g), f"{g} GB card") for g in CARD_SIZES_GIB]
+        note = "GPU memory; dashed lines: common card sizes"
+    else:
+        key, unit = "peak_rss_mib", "peak process RSS, GiB (host memory: no GPU in these runs)"
+
+        def value(r):
+            return ((r.get("memory") or {}).get(key) or 0) / 1024 or None
+
+        lines = []
+        note = "host memory: these runs used no GPU"
+    names, series = _per_scenario(
+        runs, value, keep=lambda r: r["status"] == "ok" and not r["scenario"]["vram_budget_gib"]
+    )
+    if not names:
+        return None, note
+    top = max((v for _, vals in series for v in vals if v), default=0)
+    shown = [(v, t) for v, t in lines if v <= max(top * 1.6, 4)]
+    fig = _bars(names, [(label, vals, None) for label, vals in series], unit, "Peak memory per scenario", lines=shown)
+    return _svg(fig), note
+
+
+def throughput(runs: Sequence[Run]) -> str | None:
+    from suite.results import flatten
+
+    def metric(name):
+        return lambda r: flatten(r)[name] or None
+
+    names, its = _per_scenario(runs, metric("it_per_s"))
+    if not names:
+        return None
+    _, imgs = _per_scenario(runs, metric("images_per_s"))
+    fig, axes = plt.subplots(1, 2, figsize=(10, _height(len(names) * len(runs))), sharey=True)
+    y = np.arange(len(names))
+    height = 0.8 / len(runs)
+    for ax, series, label in ((axes[0], its, "denoising iterations per second"), (axes[1], imgs, "images per second")):
+        for i, (run_label, vals) in enumerate(series):
+            vals = np.array([np.nan if v is None else v for v in vals], dtype=float)
+            ax.barh(
+                y - 0.4 + height * (i + 0.5), vals, height=height * 0.9, color=COLORS[i % len(COLORS)], label=run_label
+            )
+        ax.set_xlabel(label)
+    axes[0].set_yticks(y, names)
+    axes[0].invert_yaxis()
+    axes[0].set_title("Throughput", loc="left")
+    if len(runs) > 1:
+        axes[1].legend(fontsize=7)
+    return _svg(fig)
+
+
+def energy(runs: Sequence[Run]) -> str | None:
+    names, series = _per_scenario(runs, lambda r: (r.get("energy") or {}).get("j_per_image"))
+    if not any(v for _, vals in series for v in vals):
+        return None
+    return _svg(
+        _bars(
+            names,
+            [(label, vals, None) for label, vals in series],
+            "joules per image (GPU energy counter)",
+            "Energy per image",
+        )
+    )
+
+
+def tflops(runs: Sequence[Run]) -> str | None:
+    names, series = _per_scenario(runs, lambda r: (r.get("compute") or {}).get("achieved_tflops"))
+    if not any(v for _, vals in series for v in vals):
+        return None
+    peaks = []
+    for run in runs:
+        for precision, value in (run.environment.get("peak_tflops") or {}).items():
+            if value and not math.isnan(value):
+                peaks.append((value, f"{precision} peak (measured) · {run.label}"))
+    top = max(v for _, vals in series for v in vals if v)
+    fig = _bars(
+        names,
+        [(label, vals, None) for label, vals in series],
+        "achieved UNet TFLOP/s (flop count / median step time)",
+        "Achieved compute against the measured peak",
+        lines=[p for p in peaks if p[0] <= top * 20],
+    )
+    return _svg(fig)
+
+
+def histogram(values: Sequence[float], xlabel: str, title: str, bins: int = 20, log: bool = False) -> str | None:
+    if not values:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 2.8))
+    ax.hist(values, bins=np.logspace(np.log10(max(min(values), 1e-300)), 0, bins) if log else bins, color="#3182bd")
+    if log:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("files")
+    ax.set_title(title, loc="left")
+    return _svg(fig)

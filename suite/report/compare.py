@@ -1,0 +1,99 @@
+"""Are two runs of the same scenario really different, or within their run-to-run spread?
+
+Decision rule: bootstrap the ratio of median latencies by resampling each run's repeats with
+replacement (2,000 resamples, fixed seed); the difference counts when the 95 % interval of the
+ratio excludes 1. With fewer than 2 repeats on a side there is no spread to compare against,
+and the verdict says so instead of guessing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from suite.report.runs import Run
+
+RESAMPLES = 2000
+MIN_REPEATS = 2
+
+
+@dataclass
+class Comparison:
+    scenario: str
+    a_s: float | None
+    b_s: float | None
+    ratio: float | None  # b / a: above 1 means b is slower
+    low: float | None
+    high: float | None
+    verdict: str
+
+
+def bootstrap_ratio(a: list[float], b: list[float], seed: int = 0) -> tuple[float, float]:
+    """95 % bootstrap interval of median(b) / median(a)."""
+    rng = np.random.default_rng(seed)
+    a_arr, b_arr = np.asarray(a), np.asarray(b)
+    ma = np.median(rng.choice(a_arr, size=(RESAMPLES, len(a_arr))), axis=1)
+    mb = np.median(rng.choice(b_arr, size=(RESAMPLES, len(b_arr))), axis=1)
+    low, high = np.percentile(mb / ma, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def compare_latency(a: list[float], b: list[float], name: str = "") -> Comparison:
+    if not a or not b:
+        return Comparison(name, None, None, None, None, None, "not comparable (no successful repeats)")
+    ma, mb = float(np.median(a)), float(np.median(b))
+    ratio = mb / ma
+    if len(a) < MIN_REPEATS or len(b) < MIN_REPEATS:
+        return Comparison(name, ma, mb, ratio, None, None, "no spread (fewer than 2 repeats)")
+    low, high = bootstrap_ratio(a, b)
+    if low > 1:
+        verdict = "slower"
+    elif high < 1:
+        verdict = "faster"
+    else:
+        verdict = "same within spread"
+    return Comparison(name, ma, mb, ratio, low, high, verdict)
+
+
+def compare_runs(a: Run, b: Run) -> list[Comparison]:
+    """Per-image latency of every scenario the two runs share, in a's order."""
+    b_by_name = {r["scenario"]["name"]: r for r in b.records}
+    out = []
+    for ra in a.records:
+        name = ra["scenario"]["name"]
+        rb = b_by_name.get(name)
+        if rb is None:
+            continue
+        if ra["status"] != "ok" or rb["status"] != "ok":
+            out.append(Comparison(name, None, None, None, None, None, f"{ra['status']} vs {rb['status']}"))
+            continue
+        per_image_a = [t / ra["scenario"]["batch"] for t in ra.get("latency_s") or []]
+        per_image_b = [t / rb["scenario"]["batch"] for t in rb.get("latency_s") or []]
+        out.append(compare_latency(per_image_a, per_image_b, name))
+    return out
+
+
+def format_table(a: Run, b: Run, comparisons: list[Comparison]) -> str:
+    def num(v: float | None, fmt: str) -> str:
+        return "" if v is None else format(v, fmt)
+
+    header = ("scenario", "A s/image", "B s/image", "B/A", "95% interval", "verdict")
+    rows = [
+        (
+            c.scenario,
+            num(c.a_s, ".3g"),
+            num(c.b_s, ".3g"),
+            num(c.ratio, ".3f"),
+            f"{c.low:.3f}-{c.high:.3f}" if c.low is not None else "",
+            c.verdict,
+        )
+        for c in comparisons
+    ]
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
+    lines = [f"A: {a.label}", f"B: {b.label}", ""]
+    for row in (header, *rows):
+        lines.append("  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)).rstrip())
+    if not rows:
+        lines.append("(no scenario in common)")
+    return "\n".join(lines)
