@@ -16,6 +16,7 @@ from suite import __version__
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("suite.bench_command", "run scenario files and measure time, memory and energy"),
+    "models": ("suite.models.command", "list the shipped architectures; check a checkpoint file"),
     "report": ("suite.report.command", "build one self-contained HTML report from runs or an audit"),
     "compare": ("suite.report.compare_command", "compare two bench runs scenario by scenario"),
     "watermark": ("suite.watermark_command", "embed the reference SD watermarks into images"),

@@ -1,0 +1,49 @@
+"""`sdsuite models`: the architectures the suite ships, and a check of a checkpoint file."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", metavar="ACTION")
+    sub.add_parser("list", help="the shipped architectures with their parameter counts (default)")
+    check = sub.add_parser("check", help="say which architecture a .safetensors/.ckpt file holds, without running it")
+    check.add_argument("path", type=Path)
+    check.add_argument("--model", help="fail unless the file is this architecture (sd-v1, sd-v2.1, sd-x4-upscaler)")
+
+
+def _list() -> int:
+    from suite.models.architectures import ARCHITECTURES
+    from suite.models.synthetic import parameter_counts
+
+    for arch in ARCHITECTURES.values():
+        counts = parameter_counts(arch)
+        parts = ", ".join(f"{name} {n / 1e6:.1f}M" for name, n in counts.items())
+        print(f"{arch.name:15s} {arch.native_size}px  {', '.join(arch.tasks):16s} {parts}")
+        print(f"{'':15s} {arch.description}")
+    return 0
+
+
+def _check(path: Path, model: str | None) -> int:
+    from suite.models.checkpoints import WeightsError, inspect, sample_hash
+
+    try:
+        info = inspect(path, model)
+    except WeightsError as exc:
+        print(f"sdsuite models: {exc}", file=sys.stderr)
+        return 1
+    size = "tiny test size" if info.tiny else "full size"
+    print(
+        f"{path}: {info.architecture} ({size}), {info.text_encoder} text encoder, UNet width {info.unet_width}, "
+        f"{info.tensors} tensors, {sample_hash(path)}"
+    )
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.action == "check":
+        return _check(args.path, args.model)
+    return _list()
