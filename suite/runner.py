@@ -1,109 +1,119 @@
 """Run scenarios, each in its own worker process, and keep every outcome.
 
 The runner never imports a model or creates a CUDA context: it decides what cannot run here
-(`skipped`), starts `python -m suite.worker` per scenario with a timeout, turns whatever
-happens to the worker (a record, a crash, a hang) into exactly one record, and appends it to the
-results store before starting the next. Workers die with the runner (PR_SET_PDEATHSIG), so a
-`kill -9` of the runner leaves no orphan holding the GPU, and `--resume` continues the run.
+(`skipped`), starts one worker process per scenario with a timeout, turns whatever happens to
+the worker (a record, a crash, a hang) into exactly one record, and appends it to the results
+store before starting the next. Workers die with the runner (PR_SET_PDEATHSIG), so a `kill -9`
+of the runner leaves no orphan holding the GPU, and `--resume` continues the run.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
+import multiprocessing
 import os
-import queue
 import signal
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
+from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
+from suite import worker
 from suite.results import SCHEMA_VERSION, ResultsStore
 from suite.scenario import Scenario
-from suite.worker import PROGRESS_PREFIX
 
 LOG_TAIL_LINES = 15
 
 
-def _die_with_parent() -> None:
-    """Runs in the worker between fork and exec: SIGKILL it when the runner dies."""
-    with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+@cache
+def worker_context():
+    """forkserver where the platform has it (fresh processes without re-importing torch), else spawn."""
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(worker.PRELOAD)
+        return context
+    return multiprocessing.get_context("spawn")
 
 
 @dataclass
 class WorkerOutcome:
-    result: dict[str, Any] | None
     returncode: int | None
     timed_out: bool
+    last_event: dict[str, Any] | None
     log_tail: str
 
 
-def _read_lines(stream, sink: queue.Queue) -> None:
-    for line in stream:
-        sink.put(line)
-    sink.put(None)
+def _kill(proc) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)  # the worker and the sampler it started
+    with contextlib.suppress(ProcessLookupError):
+        proc.kill()
+
+
+def run_process(
+    target, args: tuple, log_path: Path, timeout_s: float, on_event: Callable[[dict], None] = lambda e: None
+) -> WorkerOutcome:
+    """Run target(*args, channel, log_path) in a worker; relay its events; kill it at the deadline."""
+    context = worker_context()
+    receiver, sender = context.Pipe(duplex=False)
+    proc = context.Process(target=target, args=(*args, sender, str(log_path)), daemon=False)
+    proc.start()
+    sender.close()
+    deadline = time.monotonic() + timeout_s
+    timed_out = False
+    last_event = None
+    open_channel = True
+    while proc.is_alive() or open_channel:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            timed_out = True
+            _kill(proc)
+            break
+        ready = wait([receiver, proc.sentinel] if open_channel else [proc.sentinel], timeout=min(remaining, 1.0))
+        if receiver in ready:
+            try:
+                last_event = receiver.recv()
+                on_event(last_event)
+            except EOFError:
+                open_channel = False
+        elif proc.sentinel in ready and not receiver.poll():
+            open_channel = False
+    proc.join()
+    receiver.close()
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)  # a sampler the worker left behind
+    text = log_path.read_text(encoding="utf-8", errors="replace") if log_path.exists() else ""
+    return WorkerOutcome(proc.exitcode, timed_out, last_event, "\n".join(text.splitlines()[-LOG_TAIL_LINES:]))
 
 
 def run_worker(
     job: dict[str, Any], work_dir: Path, log_path: Path, timeout_s: float, on_event: Callable[[dict], None]
-) -> WorkerOutcome:
-    """Start one worker, relay its progress, enforce the timeout, and collect its result file."""
+) -> tuple[dict[str, Any] | None, WorkerOutcome]:
+    """One scenario's worker: its result record (None if it died without one) and how it ended."""
     job_path = work_dir / f"{job['scenario']['name']}.job.json"
     result_path = work_dir / f"{job['scenario']['name']}.result.json"
     result_path.unlink(missing_ok=True)
     job_path.write_text(json.dumps({**job, "result": str(result_path)}))
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
-    with open(log_path, "w", encoding="utf-8") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "suite.worker", str(job_path)],
-            stdout=subprocess.PIPE,
-            stderr=log,
-            text=True,
-            env=env,
-            start_new_session=True,
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
-        )
-        lines: queue.Queue = queue.Queue()
-        threading.Thread(target=_read_lines, args=(proc.stdout, lines), daemon=True).start()
-        deadline = time.monotonic() + timeout_s
-        timed_out = False
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                timed_out = True
-                os.killpg(proc.pid, signal.SIGKILL)
-                break
-            try:
-                line = lines.get(timeout=min(remaining, 1.0))
-            except queue.Empty:
-                continue
-            if line is None:
-                break
-            if line.startswith(PROGRESS_PREFIX):
-                on_event(json.loads(line[len(PROGRESS_PREFIX) :]))
-            else:
-                log.write(line)
-        proc.wait()
-        with contextlib.suppress(ProcessLookupError):  # the worker's sampler is in its session
-            os.killpg(proc.pid, signal.SIGKILL)
-    result = json.loads(result_path.read_text()) if result_path.exists() and not timed_out else None
-    tail = "\n".join(log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-LOG_TAIL_LINES:])
-    return WorkerOutcome(result, proc.returncode, timed_out, tail)
+    outcome = run_process(worker.child_main, (str(job_path),), log_path, timeout_s, on_event)
+    result = json.loads(result_path.read_text()) if result_path.exists() and not outcome.timed_out else None
+    return result, outcome
 
 
-def outcome_record(outcome: WorkerOutcome, timeout_s: float) -> dict[str, Any]:
+def outcome_record(result: dict[str, Any] | None, outcome: WorkerOutcome, timeout_s: float) -> dict[str, Any]:
     """The worker's record, or one that says why there is none."""
-    if outcome.result is not None:
-        return outcome.result
+    if result is not None:
+        return result
     if outcome.timed_out:
-        return {"status": "timeout", "error": f"no result within {timeout_s:.0f} s; worker killed"}
+        where = ""
+        if outcome.last_event:
+            e = outcome.last_event
+            where = f" during {e.get('phase')}" + (f" {e['run']}/{e['runs']}" if "run" in e else "")
+            where += f" (step {e['step']}/{e['steps']})" if "step" in e else ""
+        return {"status": "timeout", "error": f"no result within {timeout_s:.0f} s{where}; worker killed"}
     code = outcome.returncode
     if code is not None and code < 0:
         name = signal.Signals(-code).name
@@ -162,10 +172,10 @@ class Runner:
                 "peak_tflops": self.environment.get("peak_tflops", {}),
                 "threads": self.threads,
             }
-            outcome = run_worker(
+            result, outcome = run_worker(
                 job, work_dir, logs / f"{scenario.name}.log", timeout, lambda e: self.on_event(scenario, e)
             )
-            body = outcome_record(outcome, timeout)
+            body = outcome_record(result, outcome, timeout)
         return {
             "schema_version": SCHEMA_VERSION,
             "run_id": self.environment["run_id"],
@@ -192,10 +202,7 @@ def probe_machine(run_dir: Path, timeout_s: float = 300.0) -> dict[str, Any]:
     """Fingerprint and peak rates, measured in a worker so this process never holds a CUDA context."""
     out = run_dir / "work" / "probe.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
-        [sys.executable, "-m", "suite.worker", "--probe", str(out)],
-        check=True,
-        timeout=timeout_s,
-        stdout=subprocess.DEVNULL,
-    )
+    outcome = run_process(worker.child_probe, (str(out),), run_dir / "work" / "probe.log", timeout_s)
+    if not out.exists():
+        raise RuntimeError(f"measuring the machine failed (exit {outcome.returncode}): {outcome.log_tail}")
     return json.loads(out.read_text())
