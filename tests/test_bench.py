@@ -1,0 +1,214 @@
+"""The bench as a user runs it: `sdsuite bench` in a subprocess, results read back from disk."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from suite import results
+from suite.cli import main
+from suite.scenario import load, resolve_profile
+
+SMOKE_FAMILIES = {"v1-txt2img", "v1-img2img", "v2-txt2img", "lowvram", "cpu-fp32", "cpu-fp16", "upscale-x4"}
+DESIGN_COLUMNS = [
+    "schema_version",
+    "run_id",
+    "scenario",
+    "family",
+    "model",
+    "weights",
+    "task",
+    "sampler",
+    "device",
+    "precision",
+    "memory_mode",
+    "width",
+    "height",
+    "steps",
+    "batch",
+    "status",
+    "error",
+    "latency_s_median",
+    "latency_s_p90",
+    "latency_s_min",
+    "latency_s_max",
+    "repeats",
+    "it_per_s",
+    "images_per_s",
+    "load_s",
+    "text_encode_s",
+    "denoise_s",
+    "vae_decode_s",
+    "watermark_s",
+    "peak_rss_mib",
+    "peak_vram_allocated_mib",
+    "peak_vram_reserved_mib",
+    "peak_vram_device_mib",
+    "energy_j_per_image",
+    "unet_tflop_per_step",
+    "achieved_tflops",
+    "watermark_scheme",
+    "cpu",
+    "cpu_cores",
+    "ram_gib",
+    "gpu",
+    "gpu_vram_gib",
+    "driver",
+    "cuda",
+    "torch",
+    "diffusers",
+    "suite_version",
+    "git_sha",
+]
+
+
+def sdsuite(*args: str, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "suite", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("bench") / "smoke"
+    proc = sdsuite("bench", "smoke", "--out", str(out))
+    stdout, stderr = proc.communicate(timeout=900)
+    assert proc.returncode == 0, stderr[-3000:]
+    (out / "stdout.txt").write_text(stdout)
+    return out
+
+
+def test_smoke_run_has_every_family_and_every_design_column(smoke_run):
+    df = results.load(smoke_run)
+    assert set(DESIGN_COLUMNS) <= set(df.columns)
+    assert set(df["family"]) >= SMOKE_FAMILIES
+    scenarios = load(resolve_profile("smoke"))
+    assert sorted(df["scenario"]) == sorted(s.name for s in scenarios)
+    ok = df[df["status"] == "ok"]
+    assert len(ok) >= 8
+    assert (ok["latency_s_median"] > 0).all() and (ok["step_s_median"] > 0).all() and (ok["peak_rss_mib"] > 100).all()
+    assert (ok["latency_s_min"] <= ok["latency_s_median"]).all() and (
+        ok["latency_s_median"] <= ok["latency_s_max"]
+    ).all()
+    assert (ok["unet_tflop_per_step"] > 0).all() and (ok["weights_source"] == "tiny").all()
+    assert set(df["schema_version"]) == {results.SCHEMA_VERSION}
+
+
+def test_cuda_only_scenarios_are_skipped_with_the_reason_on_a_cpu_machine(smoke_run):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    df = results.load(smoke_run)
+    cuda = df[df["scenario"].str.startswith("lowvram-cuda")]
+    assert len(cuda) == 3 and set(cuda["status"]) == {"skipped"}
+    assert cuda["error"].str.contains("needs CUDA").all()
+
+
+def test_run_directory_holds_images_environment_and_full_records(smoke_run):
+    env = json.loads((smoke_run / "environment.json").read_text())
+    assert env["profile"] == "smoke" and env["fingerprint"]["cpu_cores"] >= 1 and env["peak_tflops"]["fp32"] > 0
+    records = results.load_records(smoke_run)
+    v1 = next(r for r in records if r["scenario"]["name"] == "v1-txt2img")
+    assert len(v1["step_s"]) == v1["scenario"]["repeats"] and len(v1["step_s"][0]) == v1["scenario"]["steps"] + 1
+    assert v1["watermark"]["scheme"] == "sd-v1" and (smoke_run / v1["images"][0]).is_file()
+    assert v1["memory"]["memory_sample_hz"] > 50
+    stdout = (smoke_run / "stdout.txt").read_text()
+    assert "results:" in stdout and "v1-txt2img" in stdout
+
+
+def test_a_run_directory_with_results_is_not_overwritten(smoke_run, capsys):
+    assert main(["bench", "smoke", "--out", str(smoke_run)]) == 2
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_failures_are_outcomes_not_crashes(tmp_path):
+    scenarios = tmp_path / "bad.toml"
+    scenarios.write_text(
+        """
+[defaults]
+weights = "tiny"
+width = 64
+height = 64
+steps = 2
+repeats = 1
+warmup = 0
+
+[[scenario]]
+name = "missing-weights"
+model = "sd-v1"
+weights = "/nonexistent/sd-v1-4.ckpt"
+
+[[scenario]]
+name = "too-slow"
+model = "sd-v1"
+steps = 500
+timeout_s = 12
+
+[[scenario]]
+name = "fine"
+model = "sd-v1"
+"""
+    )
+    out = tmp_path / "run"
+    proc = sdsuite("bench", str(scenarios), "--out", str(out))
+    _, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 0, stderr[-2000:]
+    rows = {r["scenario"]: r for r in results.load(out).to_dict("records")}
+    assert rows["missing-weights"]["status"] == "error"
+    assert "/nonexistent/sd-v1-4.ckpt: no such file" in rows["missing-weights"]["error"]
+    assert rows["too-slow"]["status"] == "timeout" and "no result within 12 s" in rows["too-slow"]["error"]
+    assert rows["fine"]["status"] == "ok"
+
+
+def _no_process_holds_files_under(folder: Path, wait_s: float = 15.0) -> bool:
+    """Workers write their log under the run directory: once they are gone, nobody holds a file there."""
+    import psutil
+
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        holders = []
+        for proc in psutil.process_iter():
+            try:
+                if any(str(folder) in f.path for f in proc.open_files()):
+                    holders.append(proc.pid)
+            except psutil.Error:
+                continue
+        if not holders:
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def test_kill_9_then_resume_ends_with_every_scenario_exactly_once(tmp_path):
+    out = tmp_path / "run"
+    proc = sdsuite("bench", "smoke", "--out", str(out), start_new_session=True)
+    deadline = time.monotonic() + 600
+    jsonl = out / "results.jsonl"
+    while time.monotonic() < deadline:
+        done = len(jsonl.read_text().splitlines()) if jsonl.exists() else 0
+        if done >= 4:
+            break
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)  # the runner only: its workers must die with it
+    proc.wait()
+    killed_at = len(jsonl.read_text().splitlines())
+    assert _no_process_holds_files_under(out), "a worker outlived the killed runner"
+    resumed = sdsuite("bench", "smoke", "--out", str(out), "--resume")
+    _, stderr = resumed.communicate(timeout=900)
+    assert resumed.returncode == 0, stderr[-2000:]
+    names = [r["scenario"]["name"] for r in results.load_records(out)]
+    expected = sorted(s.name for s in load(resolve_profile("smoke")))
+    assert sorted(names) == expected, f"killed after {killed_at} records"
+    assert sorted(results.load(out)["scenario"]) == expected
+    assert f"{len(expected) - killed_at} of {len(expected)} scenario(s) to run" in stderr
