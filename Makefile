@@ -15,7 +15,10 @@ TORCH_CPU_VERSION ?= 2.13.0
 HAS_NVIDIA := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
 
 .DEFAULT_GOAL := help
-.PHONY: help install test bench bench-micro lint clean
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)
+LATEST_RUN = $(shell ls -td reports/*/ 2>/dev/null | grep -v '^reports/examples/' | head -1)
+
+.PHONY: help install browser test bench bench-micro report lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -34,7 +37,13 @@ endif
 	$(PIP) install -e ".[test]"
 	touch $@
 
-test: install ## run the test suite (CPU, tiny models)
+browser: ## Debian's chromium, for the report's browser test (skipped where it cannot be installed)
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+		echo "installing Debian's chromium for the report's browser test"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	} || echo "warning: could not install chromium (needs apt and root): the browser test will be skipped"
+
+test: install browser ## run the test suite (CPU, tiny models)
 	$(PY) -m pytest -q tests --ignore=tests/benchmarks; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
 
 bench: install ## run the main benchmark: PROFILE=auto|quick|reference|smoke|FILE WEIGHTS=synthetic|PATH|HUB_ID
@@ -42,6 +51,10 @@ bench: install ## run the main benchmark: PROFILE=auto|quick|reference|smoke|FIL
 
 bench-micro: install ## pytest-benchmark micro-benchmarks of the suite's own hot paths
 	$(PY) -m pytest -q tests/benchmarks --benchmark-only; rc=$$?; if [ $$rc -eq 5 ]; then rc=0; fi; exit $$rc
+
+report: install ## HTML report of the latest run under reports/ (or RUN=DIR)
+	@run="$(or $(RUN),$(LATEST_RUN))"; [ -n "$$run" ] || { echo "no run under reports/: make bench first"; exit 1; }; \
+	$(VENV)/bin/sdsuite report "$$run" -o "$${run%/}/report.html"
 
 lint: install ## ruff
 	$(VENV)/bin/ruff check suite tests

@@ -1,5 +1,19 @@
 import sys
 from pathlib import Path
 
-# test support modules (tests/ldm_layout.py) import as top-level modules
+import pytest
+
+# test support modules (tests/support.py, tests/ldm_layout.py) import as top-level modules
 sys.path.insert(0, str(Path(__file__).parent))
+
+from support import sdsuite
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("bench") / "smoke"
+    proc = sdsuite("bench", "smoke", "--out", str(out))
+    stdout, stderr = proc.communicate(timeout=900)
+    assert proc.returncode == 0, stderr[-3000:]
+    (out / "stdout.txt").write_text(stdout)
+    return out

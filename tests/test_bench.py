@@ -3,12 +3,11 @@
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from support import sdsuite
 
 from suite import results
 from suite.cli import main
@@ -65,26 +64,6 @@ DESIGN_COLUMNS = [
     "suite_version",
     "git_sha",
 ]
-
-
-def sdsuite(*args: str, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "suite", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        **kwargs,
-    )
-
-
-@pytest.fixture(scope="session")
-def smoke_run(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("bench") / "smoke"
-    proc = sdsuite("bench", "smoke", "--out", str(out))
-    stdout, stderr = proc.communicate(timeout=900)
-    assert proc.returncode == 0, stderr[-3000:]
-    (out / "stdout.txt").write_text(stdout)
-    return out
 
 
 def test_smoke_run_has_every_family_and_every_design_column(smoke_run):
