@@ -143,10 +143,27 @@ def test_audit_report_escapes_file_names(browser, tmp_path, smoke_run):
             "error": None,
             "width": 256,
             "height": 256,
-            "watermarks": [{"scheme": "sd-v1", "detected": True, "p_value": 1e-12, "bit_accuracy": 0.98, "bits": "0" * 136, "decoded": "StableDiffusionV1"}],
+            "watermarks": [
+                {
+                    "scheme": "sd-v1",
+                    "detected": True,
+                    "p_value": 1e-12,
+                    "bit_accuracy": 0.98,
+                    "bits": "0" * 136,
+                    "decoded": "StableDiffusionV1",
+                }
+            ],
             "metadata": {"parameters": XSS_PROMPT},
         },
-        {"path": str(tmp_path / "broken.png"), "status": "error", "error": XSS_PROMPT, "width": None, "height": None, "watermarks": [], "metadata": {}},
+        {
+            "path": str(tmp_path / "broken.png"),
+            "status": "error",
+            "error": XSS_PROMPT,
+            "width": None,
+            "height": None,
+            "watermarks": [],
+            "metadata": {},
+        },
     ]
     audit = tmp_path / "audit.jsonl"
     audit.write_text("".join(json.dumps(r) + "\n" for r in records))

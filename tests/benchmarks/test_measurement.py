@@ -51,7 +51,9 @@ def hand_timed_steps(pipe, scenario: Scenario) -> list[float]:
 
 @pytest.fixture(scope="module")
 def full_size():
-    scenario = Scenario(name="faithful", model="sd-v1", weights="synthetic", sampler="ddim", width=128, height=128, steps=5)
+    scenario = Scenario(
+        name="faithful", model="sd-v1", weights="synthetic", sampler="ddim", width=128, height=128, steps=5
+    )
     prepared = prepare(scenario, CPU)
     generate(prepared)  # warm-up
     return prepared
@@ -107,7 +109,9 @@ def test_clock_mark_cost(benchmark):
 
 def test_instrumentation_overhead_on_a_tiny_pipeline(benchmark):
     """The wrapping of encode_prompt / scheduler.step / vae.decode against the bare pipeline call."""
-    scenario = Scenario(name="tiny", model="sd-v1", weights="tiny", width=64, height=64, steps=10, sampler="ddim", watermark="none")
+    scenario = Scenario(
+        name="tiny", model="sd-v1", weights="tiny", width=64, height=64, steps=10, sampler="ddim", watermark="none"
+    )
     prepared = prepare(scenario, CPU)
 
     def bare():
