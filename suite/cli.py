@@ -15,6 +15,7 @@ from suite import __version__
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "audit": ("suite.audit.command", "detect and decode SD watermarks and provenance metadata in images"),
     "watermark": ("suite.watermark_command", "embed the reference SD watermarks into images"),
 }
 
