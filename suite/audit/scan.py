@@ -282,5 +282,18 @@ def scan(paths: Iterable[str], options: AuditOptions, workers: int | None = None
         for path in paths:
             yield audit_file(path, options)
         return
-    with multiprocessing.get_context().Pool(workers, _init_worker, (options,)) as pool:
+    with pool_context().Pool(workers, _init_worker, (options,)) as pool:
         yield from pool.imap(_audit_in_worker, paths, chunksize=4)
+
+
+def pool_context() -> multiprocessing.context.BaseContext:
+    """Workers forked from a clean server process, never from the caller.
+
+    A plain fork copies OpenCV's thread pool in a state its child cannot use (the child then
+    hangs in cvtColor), so the caller must not be forked once it has decoded anything itself.
+    """
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["suite.audit.scan", "suite.audit.metadata"])
+        return context
+    return multiprocessing.get_context("spawn")
