@@ -36,7 +36,15 @@ from functools import lru_cache
 import numpy as np
 from scipy.special import stdtr
 
-from suite.audit.decode import ORDERS, SCALE, Blocks, ChannelOrder, bits_from_votes, read_blocks, votes
+from suite.audit.decode import (
+    ORDERS,
+    SCALE,
+    Blocks,
+    ChannelOrder,
+    bit_layout,
+    bits_from_votes,
+    read_blocks,
+)
 from suite.watermark import Scheme
 
 # Default significance level for `detected`, per scheme, after the correction over its tests.
@@ -45,23 +53,29 @@ DEFAULT_ALPHA = 1e-6
 
 # The float path's LL offset: OpenCV centres U on 128 for uint8 pixels and on 0.5 for floats;
 # one LL coefficient sums four pixels and pywt's Haar scales by 1/2: 2 * (128 - 0.5) = 255.
-FLOAT_OFFSET = 255.0
+FLOAT_OFFSET = 255
 
 
 @dataclass(frozen=True)
 class Readings:
-    """What one image's blocks say in one channel order: the reference's values and votes."""
+    """What one image's blocks say, per channel order (rows, in the order of `orders`)."""
 
-    order: ChannelOrder
-    value: np.ndarray  # the value the reference decoder reads per block
-    votes: np.ndarray  # the reference's per-block scores (bool)
-    float_value: np.ndarray | None  # where a float-path encoder's lattice sits, when asked for
+    orders: tuple[ChannelOrder, ...]
+    votes: np.ndarray  # (orders, blocks) the reference's per-block scores
+    soft: dict[str, np.ndarray]  # reading path -> (orders, blocks) soft votes
 
     @classmethod
-    def of(cls, blocks: Blocks, order: ChannelOrder, float_path: bool) -> Readings:
-        peak = blocks.peak()
-        float_value = np.maximum(peak - FLOAT_OFFSET, FLOAT_OFFSET - blocks.trough()) if float_path else None
-        return cls(order, peak, votes(peak), float_value)
+    def of(cls, blocks: Blocks, float_path: bool) -> Readings:
+        peak = blocks.peak_sums
+        soft = {"uint8": _SOFT[peak]}
+        if float_path:  # twice the distance of the float lattice's coefficient from 255
+            offset = np.uint16(2 * FLOAT_OFFSET)
+            trough = blocks.trough_sums
+            distance = np.maximum(
+                np.where(peak >= offset, peak - offset, 0), np.where(trough < offset, offset - trough, 0)
+            )
+            soft["float"] = _SOFT[distance]
+        return cls(blocks.orders, blocks.votes(), soft)
 
 
 @dataclass(frozen=True)
@@ -86,6 +100,10 @@ def soft_votes(value: np.ndarray) -> np.ndarray:
     return np.sin((2 * np.pi / SCALE) * value)
 
 
+# soft votes of every LL value, indexed by twice the value (sums of four uint8 pixels)
+_SOFT = soft_votes(np.arange(4 * 255 + 1) / 2.0)
+
+
 @lru_cache(maxsize=64)
 def degrees_of_freedom(bits: tuple[int, ...]) -> float:
     """Effective degrees of freedom of the decoys' mean square (Welch-Satterthwaite).
@@ -103,21 +121,37 @@ def degrees_of_freedom(bits: tuple[int, ...]) -> float:
     return float(weighted.sum() ** 2 / np.sum(weighted**2 / dof))
 
 
-def z_score(soft: np.ndarray, bits: tuple[int, ...]) -> float:
-    """T over the rms of its L-1 cyclic-shift decoys, computed from the per-bit sums (see module doc)."""
-    length = len(bits)
-    if length < 2 or soft.size < length:
-        return 0.0
+@lru_cache(maxsize=64)
+def _decoy_matrix(bits: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """The message as +1/-1 and, row d-1 for d = 1..L-1, the message shifted by d bits."""
     y = 1.0 - 2.0 * np.asarray(bits, dtype=np.float64)
-    sums = np.bincount(np.arange(soft.size) % length, weights=soft - soft.mean(), minlength=length)
-    t = float(y @ sums)
-    residual = sums - (t / length) * y
-    # decoy d pairs bit j's blocks with message bit j + d: a circular cross-correlation
-    decoys = np.fft.irfft(np.conj(np.fft.rfft(residual)) * np.fft.rfft(y), n=length)[1:]
-    scale = float(np.sqrt(np.mean(decoys**2)))
-    if scale <= 1e-9 * max(1.0, abs(t)):
-        return 0.0  # no variation to judge (a flat image): no evidence either way
-    return t / scale
+    shifted = np.stack([np.roll(y, -d) for d in range(1, y.size)]) if y.size > 1 else np.empty((0, 1))
+    y.flags.writeable = shifted.flags.writeable = False
+    return y, shifted
+
+
+def z_scores(soft: np.ndarray, bits: tuple[int, ...]) -> np.ndarray:
+    """T over the rms of its L-1 cyclic-shift decoys (see module doc), for each row of soft votes.
+
+    `soft` is (..., blocks); the result has its leading shape.
+    """
+    length, blocks = len(bits), soft.shape[-1]
+    rows = np.reshape(soft, (-1, blocks))
+    if length < 2 or blocks < length:
+        return np.zeros(soft.shape[:-1])
+    y, shifted = _decoy_matrix(bits)
+    _, counts = bit_layout(blocks, length)
+    padded = np.zeros((rows.shape[0], -(-blocks // length) * length))
+    padded[:, :blocks] = rows
+    sums = padded.reshape(rows.shape[0], -1, length).sum(axis=1)  # block k adds to bit k % L
+    sums -= counts * (sums.sum(axis=1, keepdims=True) / blocks)  # centre: the image's own bias goes
+    t = sums @ y
+    # decoy d pairs bit j's blocks with message bit j + d, after the fitted message is removed
+    decoys = (sums - (t / length)[:, None] * y) @ shifted.T
+    scale = np.sqrt(np.mean(decoys**2, axis=1))
+    flat = scale <= 1e-9 * np.maximum(1.0, np.abs(t))  # no variation to judge: no evidence
+    z = np.where(flat, 0.0, t / np.where(flat, 1.0, scale))
+    return z.reshape(soft.shape[:-1])
 
 
 def two_sided_p(z: float, dof: float) -> float:
@@ -128,35 +162,25 @@ def paths_of(scheme: Scheme) -> tuple[str, ...]:
     return ("uint8", "float") if scheme.float_path else ("uint8",)
 
 
-def assess(scheme: Scheme, readings: dict[ChannelOrder, Readings], alpha: float = DEFAULT_ALPHA) -> Evidence:
+def assess(scheme: Scheme, readings: Readings, alpha: float = DEFAULT_ALPHA) -> Evidence:
     """Test one scheme in every channel order and reading path; judge by the strongest test."""
-    tests = [(order, path) for order in ORDERS if order in readings for path in paths_of(scheme)]
-    if not tests:
-        raise ValueError("no readings to test")
-    z, order, path = max(
-        (
-            (z_score(soft_votes(_value(readings[order], path)), scheme.bits), order, path)
-            for order, path in tests
-        ),
-        key=lambda test: abs(test[0]),
-    )
+    paths = paths_of(scheme)
+    missing = [path for path in paths if path not in readings.soft]
+    if missing or not readings.orders:
+        raise ValueError(f"readings lack {missing or 'channel orders'}")
+    tests = [(order, path) for path in paths for order in readings.orders]
+    rows = readings.soft[paths[0]] if len(paths) == 1 else np.concatenate([readings.soft[p] for p in paths])
+    z_all = z_scores(rows, scheme.bits)
+    strongest = int(np.argmax(np.abs(z_all)))
+    z, (order, path) = float(z_all[strongest]), tests[strongest]
     p_value = min(1.0, two_sided_p(z, degrees_of_freedom(scheme.bits)) * len(tests))
     detected = p_value <= alpha
-    bits_order = order if detected or "bgr" not in readings else "bgr"
-    bits = bits_from_votes(readings[bits_order].votes, scheme.length)
+    bits_order = order if detected or "bgr" not in readings.orders else "bgr"
+    bits = bits_from_votes(readings.votes[readings.orders.index(bits_order)], scheme.length)
     return Evidence(scheme, detected, p_value, z, path, bits_order, bits)
-
-
-def _value(readings: Readings, path: str) -> np.ndarray:
-    if path == "float":
-        if readings.float_value is None:
-            raise ValueError("readings were taken without the float path")
-        return readings.float_value
-    return readings.value
 
 
 def examine(rgb: np.ndarray, schemes: list[Scheme], alpha: float = DEFAULT_ALPHA) -> list[Evidence]:
     """Every scheme's verdict for one RGB uint8 image, reading its blocks once per channel order."""
-    float_path = any(scheme.float_path for scheme in schemes)
-    readings = {order: Readings.of(read_blocks(rgb, order), order, float_path) for order in ORDERS}
+    readings = Readings.of(read_blocks(rgb, ORDERS), any(scheme.float_path for scheme in schemes))
     return [assess(scheme, readings, alpha) for scheme in schemes]

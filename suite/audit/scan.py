@@ -159,7 +159,7 @@ def load_rgb(image: Image.Image) -> np.ndarray:
         shift = 8 if image.mode != "I" or wide.max(initial=0) > 255 else 0
         gray = np.clip(wide >> shift, 0, 255).astype(np.uint8)
         return np.ascontiguousarray(np.repeat(gray[:, :, None], 3, axis=2))
-    return np.asarray(image.convert("RGB"))
+    return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
 
 
 def _open(data: bytes, max_pixels: int) -> Image.Image:
@@ -199,7 +199,7 @@ def _mark(evidence: Evidence) -> dict[str, Any]:
         "detected": evidence.detected,
         "p_value": evidence.p_value,
         "bit_accuracy": round(evidence.bit_accuracy, 4),
-        "bits": "".join("1" if b else "0" for b in evidence.bits),
+        "bits": (evidence.bits.astype(np.uint8) + ord("0")).tobytes().decode("ascii"),
         "decoded": decoded,
         "exact": bool(np.array_equal(evidence.bits, np.asarray(scheme.bits, dtype=bool))),
         "z": round(evidence.z, 3),

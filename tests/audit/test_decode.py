@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from imwatermark import WatermarkDecoder
 
-from suite.audit.decode import bits_from_votes, block_grid, decode, read_blocks, votes
+from suite.audit.decode import bits_from_votes, block_grid, decode, read_blocks
 from suite.watermark import SCHEMES
 
 
@@ -33,7 +33,7 @@ def test_every_block_vote_equals_the_reference(corpus):
         order = ("bgr", "rgb")[i % 2]
         rows, cols = block_grid(*rgb.shape[:2])
         sizes.add(rgb.shape[:2])
-        ours = votes(read_blocks(rgb, order).peak())
+        ours = read_blocks(rgb, (order,)).votes()[0]
         np.testing.assert_array_equal(ours, reference_bits(rgb, rows * cols, order), err_msg=f"image {i}")
     assert len(sizes) >= 6  # square, non-square and resized shapes
 
@@ -69,3 +69,21 @@ def test_a_bit_without_blocks_reads_zero():
 def test_rejects_non_rgb_input():
     with pytest.raises(ValueError, match="RGB uint8"):
         read_blocks(np.zeros((256, 256), dtype=np.uint8))
+
+
+def test_votes_on_step_boundaries_equal_the_reference():
+    # Where a coefficient sits exactly on a multiple of 18 only pywt's last float bits decide the
+    # vote: an image of 2x2 patches whose U value is a multiple of 9 puts most blocks there.
+    import cv2
+
+    rng = np.random.default_rng(4)
+    candidates = rng.integers(0, 256, (20000, 1, 3), dtype=np.uint8)
+    u = cv2.cvtColor(candidates, cv2.COLOR_RGB2YUV)[:, 0, 1]
+    palette = candidates[u % 9 == 0, 0][:12]
+    patches = palette[rng.integers(0, len(palette), (128, 160))]
+    rgb = np.ascontiguousarray(patches.repeat(2, axis=0).repeat(2, axis=1))
+    blocks = read_blocks(rgb, ("bgr", "rgb"))
+    rows, cols = blocks.grid
+    assert np.mean(blocks.peak_sums[0] % 36 == 0) > 0.3  # the case is really exercised
+    for i, order in enumerate(blocks.orders):
+        np.testing.assert_array_equal(blocks.votes()[i], reference_bits(rgb, rows * cols, order))
