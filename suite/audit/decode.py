@@ -55,10 +55,6 @@ class Blocks:
     sums: np.ndarray  # (orders, rows * 4, cols * 4) uint16: LL coefficients times 2, exactly
     grid: tuple[int, int]  # blocks per column, blocks per row
 
-    @property
-    def count(self) -> int:
-        return self.grid[0] * self.grid[1]
-
     @cached_property
     def peak_sums(self) -> np.ndarray:
         """(orders, blocks): twice the value the reference decoder reads in each block (its

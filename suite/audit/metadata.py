@@ -36,15 +36,7 @@ _USER_COMMENT = 0x9286
 _A1111_SETTING = re.compile(r'\s*([\w ]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
 _XMP_SOURCE_TYPE = re.compile(r'DigitalSourceType\s*(?:=\s*["\']([^"\']*)["\']|>\s*([^<\s]*)\s*<)')
 _XMP_CREATOR_TOOL = re.compile(r'CreatorTool\s*(?:=\s*["\']([^"\']*)["\']|>\s*([^<]*?)\s*<)')
-_TEXT_KEYS_PARSED = {
-    "parameters",
-    "prompt",
-    "workflow",
-    "invokeai_metadata",
-    "sd-metadata",
-    "Dream",
-    "Comment",
-}
+_TEXT_KEYS_PARSED = {"parameters", "prompt", "workflow", "invokeai_metadata", "sd-metadata", "Dream"}
 
 
 def _clip(value: Any) -> Any:
@@ -133,7 +125,8 @@ def parse_text_chunks(text: dict[str, str]) -> dict[str, Any]:
     if "NovelAI" in text.get("Software", "") or ("Comment" in text and "NovelAI" in text.get("Source", "")):
         novelai = _scalars(_json(text.get("Comment", "")))
         out["novelai"] = {"source": _clip(text.get("Source", "")), **novelai}
-    rest = {k: _clip(v) for k, v in text.items() if k not in _TEXT_KEYS_PARSED and k != "XML:com.adobe.xmp"}
+    parsed = _TEXT_KEYS_PARSED | ({"Comment"} if "novelai" in out else set()) | {"XML:com.adobe.xmp"}
+    rest = {k: _clip(v) for k, v in text.items() if k not in parsed}
     if rest:
         out["text"] = dict(list(rest.items())[:MAX_ITEMS])
     return out

@@ -245,6 +245,8 @@ def audit_file(path: str, options: AuditOptions) -> dict[str, Any]:
         record["error"], record["error_kind"] = str(exc), exc.kind
     except MemoryError:
         record["error"], record["error_kind"] = "out of memory decoding the image", "decompression_bomb"
+    except Exception as exc:  # a decoder plugin choking on hostile bytes must not end the scan
+        record["error"], record["error_kind"] = f"{type(exc).__name__}: {exc}"[:500], "corrupt"
     return record
 
 

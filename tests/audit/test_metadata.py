@@ -225,6 +225,13 @@ def test_c2pa_manifest_fields():
     assert "assertion.dataHash.mismatch" in broken["c2pa"]["validation_issues"]
 
 
+def test_other_text_chunks_are_kept_as_text():
+    assert _text_png(Comment="scanned at 300 dpi", Author="me")["text"] == {
+        "Comment": "scanned at 300 dpi",
+        "Author": "me",
+    }
+
+
 def test_plain_image_has_no_claims():
     meta = extract(*_png(PngInfo()))
     assert meta == {"format": "PNG", "mode": "RGB"}

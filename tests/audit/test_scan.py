@@ -152,3 +152,17 @@ def test_marked_rgba_png_is_detected(tmp_path):
     record = audit_file(str(tmp_path / "rgba.png"), AuditOptions())
     assert [m["scheme"] for m in record["watermarks"] if m["detected"]] == ["sd-v2"]
     assert record["metadata"]["mode"] == "RGBA"
+
+
+def test_an_unexpected_decoder_exception_is_one_error_record(tmp_path, monkeypatch):
+    import struct as struct_module
+
+    _photo().save(tmp_path / "odd.png")
+
+    def choke(image):
+        raise struct_module.error("unpack requires a buffer of 4 bytes")
+
+    monkeypatch.setattr(scan_module, "load_rgb", choke)
+    record = audit_file(str(tmp_path / "odd.png"), AuditOptions())
+    assert (record["status"], record["error_kind"]) == ("error", "corrupt")
+    assert record["error"].startswith("error: unpack")
