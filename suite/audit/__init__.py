@@ -6,4 +6,5 @@ metadata  provenance fields the file declares (PNG text chunks, EXIF, XMP, C2PA)
 scan      paths -> records, on every core, one record per file whatever goes wrong
 output    table / JSON Lines / JSON / CSV writers
 command   the CLI
+defaults  the defaults --help shows (alpha, pixel limit), importable without numpy or OpenCV
 """

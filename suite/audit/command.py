@@ -23,15 +23,16 @@ PROGRESS_MIN_FILES = 20  # below this a progress bar only flickers
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from suite.audit.detect import DEFAULT_ALPHA
+    from suite.audit.defaults import DEFAULT_ALPHA, MAX_PIXELS
     from suite.audit.output import FORMATS
-    from suite.audit.scan import MAX_PIXELS
 
     parser.description = (
         "Decode and detect the Stable Diffusion invisible watermarks (sd-v1, sd-v2, sdxl) and read "
         "provenance metadata (A1111/ComfyUI/InvokeAI/NovelAI, EXIF, XMP, C2PA) in images."
     )
-    parser.epilog = "exit codes: 0 all files audited; 1 some files could not be audited; 2 usage error"
+    parser.epilog = (
+        "exit codes: 0 all files audited; 1 some files could not be audited; 2 usage error; 130 interrupted"
+    )
     parser.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders (recursive) or globs")
     parser.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
     parser.add_argument("-o", "--output", metavar="FILE", help="write records to FILE instead of stdout")

@@ -45,11 +45,8 @@ from suite.audit.decode import (
     bits_from_votes,
     read_blocks,
 )
+from suite.audit.defaults import DEFAULT_ALPHA
 from suite.watermark import Scheme
-
-# Default significance level for `detected`, per scheme, after the correction over its tests.
-# With the three built-in schemes an unmarked image is flagged with probability < 3e-6.
-DEFAULT_ALPHA = 1e-6
 
 # The float path's LL offset: OpenCV centres U on 128 for uint8 pixels and on 0.5 for floats;
 # one LL coefficient sums four pixels and pywt's Haar scales by 1/2: 2 * (128 - 0.5) = 255.

@@ -23,17 +23,16 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from suite.audit.decode import block_grid
-from suite.audit.detect import DEFAULT_ALPHA, Evidence, examine
+from suite.audit.defaults import DEFAULT_ALPHA, MAX_FILE_BYTES, MAX_PIXELS
+from suite.audit.detect import Evidence, examine
 from suite.watermark import MIN_PIXELS, SCHEMES, Scheme
 
 # Folders are searched for these; files named on the command line are read whatever their name.
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"})
-# Decompression-bomb guard: larger images are refused from their header, before any pixel is
-# decoded. 8192x8192 covers x4 upscales of 2048-pixel outputs; decoding one takes ~200 MB.
-MAX_PIXELS = 8192 * 8192
 ERROR_KINDS = (
     "not_found",
     "empty",
+    "too_large",
     "not_a_file",
     "unreadable",
     "symlink_loop",
@@ -141,6 +140,8 @@ def _read(path: str) -> bytes:
         raise AuditError("not_a_file", "not a regular file (a device, pipe or socket is never opened)")
     if info.st_size == 0:
         raise AuditError("empty", "zero-byte file")
+    if info.st_size > MAX_FILE_BYTES:
+        raise AuditError("too_large", f"{info.st_size:,} bytes: over the {MAX_FILE_BYTES:,}-byte limit")
     try:
         with open(path, "rb") as handle:
             return handle.read()

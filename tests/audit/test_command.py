@@ -124,3 +124,15 @@ def test_table_escapes_terminal_control_characters(tmp_path, capsys):
     code, out, _ = run(capsys, tmp_path / name)
     assert code == 0 and "\x1b" not in out and "evil\\x1b[2Jname.png" in out
     assert printable("a\nb") == "a\\nb"
+
+
+def test_help_imports_nothing_heavy():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from suite.cli import build_parser; build_parser('audit'); "
+        "print(sorted(m for m in ('torch', 'cv2', 'scipy', 'c2pa') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -108,6 +108,14 @@ def test_unreadable_file_is_one_error_record(tmp_path, monkeypatch):
     assert "Permission denied" in record["error"]
 
 
+def test_huge_files_are_not_read(tmp_path, monkeypatch):
+    path = tmp_path / "huge.png"
+    _photo().save(path)
+    monkeypatch.setattr(scan_module, "MAX_FILE_BYTES", 1000)
+    record = audit_file(str(path), AuditOptions())
+    assert (record["status"], record["error_kind"]) == ("error", "too_large")
+
+
 def test_pixel_limit_is_configurable(tmp_path):
     path = tmp_path / "big.png"
     _photo((640, 640)).save(path)
