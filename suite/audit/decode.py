@@ -81,18 +81,18 @@ class Blocks:
         _, height, width = self.u.shape
         rows, cols = np.divmod(block, self.grid[1])
         corner = order * (height * width) + rows * (8 * width) + cols * 8  # the block's first pixel
-        pixels = self.u.ravel()[corner[:, None, None] + _pixel_offsets(width)]  # (pairs, 15, 4)
-        a, c, b, d = (pixels[..., i].astype(np.intp) for i in range(4))
-        return (_PAIR[(a << 8) | c] + _PAIR[(b << 8) | d]).max(axis=1)
+        pixels = self.u.ravel()[corner[:, None, None, None] + _pixel_offsets(width)].astype(np.intp)
+        halves = _PAIR[(pixels[..., 0] << 8) | pixels[..., 1]]  # (pairs, 15, 2): left and right column
+        return (halves[..., 0] + halves[..., 1]).max(axis=1)
 
 
 @lru_cache(maxsize=16)
 def _pixel_offsets(width: int) -> np.ndarray:
-    """(15, 4) flat offsets, from a block's first pixel, of the pixels a, c, b, d behind each read
-    LL coefficient (a over c in its left column, b over d in its right one)."""
+    """(15, 2, 2) flat offsets, from a block's first pixel, of the pixels behind each read LL
+    coefficient: [column][top, bottom] of its 2x2 square."""
     i, j = np.divmod(np.arange(1, 16), BLOCK)
     top_left = 2 * i * width + 2 * j
-    offsets = np.stack([top_left, top_left + width, top_left + 1, top_left + width + 1], axis=1)
+    offsets = top_left[:, None, None] + np.array([[0, width], [1, width + 1]])
     offsets.flags.writeable = False
     return offsets
 

@@ -59,20 +59,21 @@ class Readings:
 
     orders: tuple[ChannelOrder, ...]
     votes: np.ndarray  # (orders, blocks) the reference's per-block scores
-    soft: dict[str, np.ndarray]  # reading path -> (orders, blocks) soft votes
+    paths: tuple[str, ...]  # reading paths: "uint8", then "float" when asked for
+    soft: np.ndarray  # (paths, orders, blocks) soft votes
 
     @classmethod
     def of(cls, blocks: Blocks, float_path: bool) -> Readings:
         peak = blocks.peak_sums
-        soft = {"uint8": _SOFT[peak]}
-        if float_path:  # twice the distance of the float lattice's coefficient from 255
-            offset = np.uint16(2 * FLOAT_OFFSET)
-            trough = blocks.trough_sums
-            distance = np.maximum(
-                np.where(peak >= offset, peak - offset, 0), np.where(trough < offset, offset - trough, 0)
-            )
-            soft["float"] = _SOFT[distance]
-        return cls(blocks.orders, blocks.votes(), soft)
+        if not float_path:
+            return cls(blocks.orders, blocks.votes(), ("uint8",), _SOFT[peak[None]])
+        # twice the distance of the float lattice's coefficient from 255
+        offset = np.uint16(2 * FLOAT_OFFSET)
+        trough = blocks.trough_sums
+        distance = np.maximum(
+            np.where(peak >= offset, peak - offset, 0), np.where(trough < offset, offset - trough, 0)
+        )
+        return cls(blocks.orders, blocks.votes(), ("uint8", "float"), _SOFT[np.stack([peak, distance])])
 
 
 @dataclass(frozen=True)
@@ -138,9 +139,11 @@ def z_scores(soft: np.ndarray, bits: tuple[int, ...]) -> np.ndarray:
         return np.zeros(soft.shape[:-1])
     y, shifted = _decoy_matrix(bits)
     _, counts = bit_layout(blocks, length)
-    padded = np.zeros((rows.shape[0], -(-blocks // length) * length))
-    padded[:, :blocks] = rows
-    sums = padded.reshape(rows.shape[0], -1, length).sum(axis=1)  # block k adds to bit k % L
+    if blocks % length:  # pad to whole periods so that block k lands in column k % L
+        padded = np.zeros((rows.shape[0], -(-blocks // length) * length))
+        padded[:, :blocks] = rows
+        rows = padded
+    sums = rows.reshape(rows.shape[0], -1, length).sum(axis=1)
     sums -= counts * (sums.sum(axis=1, keepdims=True) / blocks)  # centre: the image's own bias goes
     t = sums @ y
     # decoy d pairs bit j's blocks with message bit j + d, after the fitted message is removed
@@ -162,12 +165,10 @@ def paths_of(scheme: Scheme) -> tuple[str, ...]:
 def assess(scheme: Scheme, readings: Readings, alpha: float = DEFAULT_ALPHA) -> Evidence:
     """Test one scheme in every channel order and reading path; judge by the strongest test."""
     paths = paths_of(scheme)
-    missing = [path for path in paths if path not in readings.soft]
-    if missing or not readings.orders:
-        raise ValueError(f"readings lack {missing or 'channel orders'}")
+    if readings.paths[: len(paths)] != paths or not readings.orders:
+        raise ValueError(f"readings hold paths {readings.paths} and orders {readings.orders}; {paths} needed")
     tests = [(order, path) for path in paths for order in readings.orders]
-    rows = readings.soft[paths[0]] if len(paths) == 1 else np.concatenate([readings.soft[p] for p in paths])
-    z_all = z_scores(rows, scheme.bits)
+    z_all = z_scores(readings.soft[: len(paths)], scheme.bits).ravel()
     strongest = int(np.argmax(np.abs(z_all)))
     z, (order, path) = float(z_all[strongest]), tests[strongest]
     p_value = min(1.0, two_sided_p(z, degrees_of_freedom(scheme.bits)) * len(tests))
