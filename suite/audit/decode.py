@@ -67,13 +67,15 @@ class Blocks:
         """(orders, blocks): twice the smallest non-first coefficient."""
         return _reduce(self.sums, np.minimum)
 
-    def votes(self) -> np.ndarray:
-        """(orders, blocks): the reference's scores, bit-identical: 1 where `peak % 36 > 18`."""
-        phase = self.peak_sums % np.uint16(2 * SCALE)  # the value's position in its step, doubled
+    def votes(self, order: int) -> np.ndarray:
+        """(blocks,): the reference's scores in the `order`-th channel order, bit-identical:
+        1 where `peak % 36 > 18`."""
+        phase = self.peak_sums[order] % np.uint16(2 * SCALE)  # the value's position in its step, doubled
         result = phase > SCALE
-        boundary = np.nonzero(phase % np.uint16(SCALE) == 0)  # on a multiple of 18
-        if boundary[0].size:
-            result[boundary] = np.remainder(self._exact_peak(*boundary), SCALE) > SCALE / 2
+        boundary = np.flatnonzero(phase % np.uint16(SCALE) == 0)  # on a multiple of 18
+        if boundary.size:
+            exact = self._exact_peak(np.full(boundary.size, order), boundary)
+            result[boundary] = np.remainder(exact, SCALE) > SCALE / 2
         return result
 
     def _exact_peak(self, order: np.ndarray, block: np.ndarray) -> np.ndarray:
@@ -161,5 +163,5 @@ def bits_from_votes(block_votes: np.ndarray, length: int) -> np.ndarray:
 
 def decode(rgb: np.ndarray, lengths: tuple[int, ...], order: ChannelOrder = "bgr") -> dict[int, np.ndarray]:
     """Raw bits for each message length from one pass over the image's blocks."""
-    block_votes = read_blocks(rgb, (order,)).votes()[0]
+    block_votes = read_blocks(rgb, (order,)).votes(0)
     return {length: bits_from_votes(block_votes, length) for length in lengths}

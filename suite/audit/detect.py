@@ -30,7 +30,7 @@ decoder reads many SDXL votes inverted.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
@@ -53,27 +53,38 @@ from suite.watermark import Scheme
 FLOAT_OFFSET = 255
 
 
-@dataclass(frozen=True)
+@dataclass
 class Readings:
     """What one image's blocks say, per channel order (rows, in the order of `orders`)."""
 
-    orders: tuple[ChannelOrder, ...]
-    votes: np.ndarray  # (orders, blocks) the reference's per-block scores
+    blocks: Blocks
     paths: tuple[str, ...]  # reading paths: "uint8", then "float" when asked for
     soft: np.ndarray  # (paths, orders, blocks) soft votes
+    _votes: dict[ChannelOrder, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def orders(self) -> tuple[ChannelOrder, ...]:
+        return self.blocks.orders
+
+    def votes(self, order: ChannelOrder) -> np.ndarray:
+        """The reference's per-block scores in one order; computed when first asked (only the
+        orders whose bits get reported ever are)."""
+        if order not in self._votes:
+            self._votes[order] = self.blocks.votes(self.orders.index(order))
+        return self._votes[order]
 
     @classmethod
     def of(cls, blocks: Blocks, float_path: bool) -> Readings:
         peak = blocks.peak_sums
         if not float_path:
-            return cls(blocks.orders, blocks.votes(), ("uint8",), _SOFT[peak[None]])
+            return cls(blocks, ("uint8",), _SOFT[peak[None]])
         # twice the distance of the float lattice's coefficient from 255
         offset = np.uint16(2 * FLOAT_OFFSET)
         trough = blocks.trough_sums
         distance = np.maximum(
             np.where(peak >= offset, peak - offset, 0), np.where(trough < offset, offset - trough, 0)
         )
-        return cls(blocks.orders, blocks.votes(), ("uint8", "float"), _SOFT[np.stack([peak, distance])])
+        return cls(blocks, ("uint8", "float"), _SOFT[np.stack([peak, distance])])
 
 
 @dataclass(frozen=True)
@@ -174,7 +185,7 @@ def assess(scheme: Scheme, readings: Readings, alpha: float = DEFAULT_ALPHA) -> 
     p_value = min(1.0, two_sided_p(z, degrees_of_freedom(scheme.bits)) * len(tests))
     detected = p_value <= alpha
     bits_order = order if detected or "bgr" not in readings.orders else "bgr"
-    bits = bits_from_votes(readings.votes[readings.orders.index(bits_order)], scheme.length)
+    bits = bits_from_votes(readings.votes(bits_order), scheme.length)
     return Evidence(scheme, detected, p_value, z, path, bits_order, bits)
 
 
