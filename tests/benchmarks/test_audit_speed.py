@@ -119,7 +119,7 @@ def test_folder_audit_vs_reading_the_pngs(benchmark, png_folder, capsys):
     workers = os.cpu_count() or 1
     folder = os.path.dirname(png_folder[0])
     audit_s, read_s = _interleaved(
-        lambda: _audit_all(folder, workers), lambda: _decode_all(png_folder, workers), calls=1, rounds=3
+        lambda: _audit_all(folder, workers), lambda: _decode_all(png_folder, workers), calls=1, rounds=5
     )
     capsys.readouterr()  # the audits' summaries
     benchmark.pedantic(_audit_all, (folder, workers), rounds=1, iterations=1)
