@@ -136,3 +136,15 @@ def test_help_imports_nothing_heavy():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_progress_bar_counts_to_the_end():
+    from suite.audit.command import Progress
+
+    stream = io.StringIO()
+    progress = Progress(3, stream)
+    for _ in range(3):
+        progress.step()
+    assert "3/3 files" in stream.getvalue() and "#" * 30 in stream.getvalue()
+    progress.close()
+    assert stream.getvalue().endswith("\r")
