@@ -78,12 +78,10 @@ class Readings:
         peak = blocks.peak_sums
         if not float_path:
             return cls(blocks, ("uint8",), _SOFT[peak[None]])
-        # twice the distance of the float lattice's coefficient from 255
+        # twice the distance from 255 of the coefficient farthest from it: max(peak - 510, 510 - trough),
+        # written so that no uint16 goes negative (sums are at most 1020)
         offset = np.uint16(2 * FLOAT_OFFSET)
-        trough = blocks.trough_sums
-        distance = np.maximum(
-            np.where(peak >= offset, peak - offset, 0), np.where(trough < offset, offset - trough, 0)
-        )
+        distance = np.maximum(peak, 2 * offset - blocks.trough_sums) - offset
         return cls(blocks, ("uint8", "float"), _SOFT[np.stack([peak, distance])])
 
 
