@@ -1,0 +1,154 @@
+"""Writers for audit records: a terminal table, JSON Lines, one JSON array, or CSV.
+
+Each record is written and flushed as it arrives, so a long scan can be followed (or killed)
+without losing what was already found. File names and metadata are untrusted text: the table
+escapes control characters (no terminal escape sequences get through) and CSV cells that a
+spreadsheet would run as a formula are neutralised.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from typing import Any, Protocol, TextIO
+
+FORMATS = ("table", "jsonl", "csv", "json")
+# Leading characters that make a spreadsheet cell a formula (OWASP "CSV injection").
+_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+class Writer(Protocol):
+    def write(self, record: dict[str, Any]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def printable(text: str) -> str:
+    """Escape control characters so untrusted names cannot drive the terminal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def neutralise(cell: Any) -> Any:
+    """Prefix a text cell that a spreadsheet would evaluate with a quote, which shows it as text."""
+    if isinstance(cell, str) and cell.startswith(_FORMULA_PREFIXES):
+        return "'" + cell
+    return cell
+
+
+class JsonLinesWriter:
+    def __init__(self, stream: TextIO):
+        self.stream = stream
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.stream.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        self.stream.flush()
+
+
+class JsonArrayWriter:
+    """One JSON array, streamed: valid JSON once closed."""
+
+    def __init__(self, stream: TextIO):
+        self.stream = stream
+        self.first = True
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.stream.write(("[\n" if self.first else ",\n") + json.dumps(record, ensure_ascii=False))
+        self.first = False
+        self.stream.flush()
+
+    def close(self) -> None:
+        self.stream.write("[]\n" if self.first else "\n]\n")
+        self.stream.flush()
+
+
+class CsvWriter:
+    """One flat row per file: the verdict per scheme and the main provenance fields."""
+
+    def __init__(self, stream: TextIO, schemes: list[str]):
+        self.stream = stream
+        self.schemes = schemes
+        per_scheme = ("detected", "p_value", "bit_accuracy", "order")
+        self.columns = ["path", "status", "error_kind", "error", "width", "height"]
+        self.columns += [f"{scheme}_{field}" for scheme in schemes for field in per_scheme]
+        self.columns += [
+            "ai_claims",
+            "software",
+            "digital_source_type",
+            "c2pa_claim_generator",
+            "c2pa_validation",
+        ]
+        self.writer = csv.writer(stream)
+        self.writer.writerow(self.columns)
+
+    def row(self, record: dict[str, Any]) -> list[Any]:
+        meta = record.get("metadata") or {}
+        values: dict[str, Any] = {key: record.get(key) for key in ("path", "status", "error_kind", "error")}
+        values.update(width=record.get("width"), height=record.get("height"))
+        for mark in record.get("watermarks", []):
+            for field in ("detected", "p_value", "bit_accuracy", "order"):
+                values[f"{mark['scheme']}_{field}"] = mark[field]
+        software = (meta.get("exif") or {}).get("Software") or (meta.get("text") or {}).get("Software")
+        values.update(
+            ai_claims=" ".join(meta.get("ai_claims", [])),
+            software=software,
+            digital_source_type=(meta.get("xmp") or {}).get("digital_source_type"),
+            c2pa_claim_generator=(meta.get("c2pa") or {}).get("claim_generator"),
+            c2pa_validation=(meta.get("c2pa") or {}).get("validation_state"),
+        )
+        return [neutralise(values.get(column)) for column in self.columns]
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.writer.writerow(self.row(record))
+        self.stream.flush()
+
+    def close(self) -> None:
+        self.stream.flush()
+
+
+class TableWriter:
+    """Aligned lines for people: status, verdict, strength, size, provenance claims, path."""
+
+    HEADER = f"{'STATUS':<9} {'WATERMARK':<18} {'P-VALUE':>8} {'SIZE':>11}  {'CLAIMS':<16} PATH"
+
+    def __init__(self, stream: TextIO):
+        self.stream = stream
+        self.stream.write(self.HEADER + "\n")
+
+    def line(self, record: dict[str, Any]) -> str:
+        path = printable(record["path"])
+        if record["status"] == "error":
+            return (
+                f"{'error':<9} {printable(str(record['error_kind'])):<18} {'':>8} {'':>11}  {'':<16} {path}: "
+                + printable(str(record["error"]))
+            )
+        size = f"{record['width']}x{record['height']}"
+        found = [m for m in record["watermarks"] if m["detected"]]
+        if found:
+            verdict = "+".join(printable(m["scheme"]) for m in found)
+            strength = f"{min(m['p_value'] for m in found):.0e}"
+        else:
+            verdict, strength = ("-" if record["status"] == "ok" else "(too small)"), ""
+        claims = printable(",".join((record.get("metadata") or {}).get("ai_claims", []))) or "-"
+        return f"{record['status']:<9} {verdict:<18} {strength:>8} {size:>11}  {claims:<16} {path}"
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.stream.write(self.line(record) + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        self.stream.flush()
+
+
+def make_writer(kind: str, stream: TextIO, schemes: list[str]) -> Writer:
+    if kind == "jsonl":
+        return JsonLinesWriter(stream)
+    if kind == "json":
+        return JsonArrayWriter(stream)
+    if kind == "csv":
+        return CsvWriter(stream, schemes)
+    if kind == "table":
+        return TableWriter(stream)
+    raise ValueError(f"unknown format {kind!r}; known: {', '.join(FORMATS)}")

@@ -1,0 +1,302 @@
+"""Paths in, one record per file out: decode, detect and read provenance, on every core.
+
+A scan never stops on a bad file. Each failure becomes one record with `status: "error"`, an
+`error_kind` from ERROR_KINDS and a readable `error`; images the reference refuses (fewer than
+256x256 pixels) get `status: "too_small"`. Records come back in input order as soon as each is
+ready, so a writer can flush them while the scan goes on.
+"""
+
+from __future__ import annotations
+
+import errno
+import glob
+import io
+import multiprocessing
+import os
+import stat
+import warnings
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from suite.audit.decode import block_grid
+from suite.audit.defaults import DEFAULT_ALPHA, MAX_FILE_BYTES, MAX_PIXELS
+from suite.audit.detect import Evidence, examine
+from suite.watermark import MIN_PIXELS, SCHEMES, Scheme
+
+# Folders are searched for these; files named on the command line are read whatever their name.
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"})
+ERROR_KINDS = (
+    "not_found",
+    "empty",
+    "too_large",
+    "not_a_file",
+    "unreadable",
+    "symlink_loop",
+    "not_an_image",
+    "truncated",
+    "decompression_bomb",
+    "no_blocks",
+    "corrupt",
+)
+
+
+class AuditError(Exception):
+    """A file that cannot be audited, with the kind of failure (one of ERROR_KINDS)."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass(frozen=True)
+class AuditOptions:
+    schemes: tuple[Scheme, ...] = tuple(SCHEMES.values())
+    alpha: float = DEFAULT_ALPHA
+    max_pixels: int = MAX_PIXELS
+    metadata: bool = True
+
+
+@dataclass
+class Summary:
+    """Counts for the end of a scan."""
+
+    scanned: int = 0
+    ok: int = 0
+    too_small: int = 0
+    errors: int = 0
+    detected: dict[str, int] = field(default_factory=dict)
+    error_kinds: dict[str, int] = field(default_factory=dict)
+
+    def add(self, record: dict[str, Any]) -> None:
+        self.scanned += 1
+        if record["status"] == "ok":
+            self.ok += 1
+        elif record["status"] == "too_small":
+            self.too_small += 1
+        else:
+            self.errors += 1
+            kind = record.get("error_kind") or "error"
+            self.error_kinds[kind] = self.error_kinds.get(kind, 0) + 1
+        for mark in record["watermarks"]:
+            self.detected.setdefault(mark["scheme"], 0)
+            if mark["detected"]:
+                self.detected[mark["scheme"]] += 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "scanned": self.scanned,
+            "ok": self.ok,
+            "too_small": self.too_small,
+            "errors": self.errors,
+            "detected": dict(self.detected),
+            "error_kinds": dict(self.error_kinds),
+        }
+
+
+def expand(inputs: Iterable[str], all_files: bool = False) -> Iterator[str]:
+    """Files, folders (recursive, sorted, symlinked folders not followed) and globs, in order.
+
+    A path that exists is taken as a path even if it contains glob characters; a name that does
+    not exist and matches nothing is still yielded, so that it gets its own `not_found` record.
+    """
+    for item in inputs:
+        if os.path.isdir(item):
+            yield from _walk(item, all_files)
+        elif os.path.lexists(item) or not glob.has_magic(item):
+            yield item
+        else:
+            matches = sorted(glob.iglob(item, recursive=True))
+            if not matches:
+                yield item
+            for match in matches:
+                if os.path.isdir(match):
+                    yield from _walk(match, all_files)
+                else:
+                    yield match
+
+
+def _walk(folder: str, all_files: bool) -> Iterator[str]:
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        for name in sorted(files):
+            if all_files or os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES:
+                yield os.path.join(root, name)
+
+
+def _read(path: str) -> bytes:
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise AuditError("not_found", "no such file (or a dangling symlink)") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise AuditError("symlink_loop", "symlink loop") from None
+        raise AuditError("unreadable", exc.strerror or str(exc)) from None
+    if not stat.S_ISREG(info.st_mode):
+        raise AuditError("not_a_file", "not a regular file (a device, pipe or socket is never opened)")
+    if info.st_size == 0:
+        raise AuditError("empty", "zero-byte file")
+    if info.st_size > MAX_FILE_BYTES:
+        raise AuditError("too_large", f"{info.st_size:,} bytes: over the {MAX_FILE_BYTES:,}-byte limit")
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise AuditError("unreadable", exc.strerror or str(exc)) from None
+
+
+def load_rgb(image: Image.Image) -> np.ndarray:
+    """Pixels as the reference path sees them: RGB uint8, alpha dropped (not composited).
+
+    16-bit samples keep their high byte, which restores an 8-bit image widened by x256 or x257
+    exactly; palette, grayscale, CMYK and the rest go through PIL's RGB conversion.
+    """
+    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        wide = np.asarray(image).astype(np.int64)
+        shift = 8 if image.mode != "I" or wide.max(initial=0) > 255 else 0
+        gray = np.clip(wide >> shift, 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(gray[:, :, None], 3, axis=2))
+    return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
+
+
+def _open(data: bytes, max_pixels: int) -> Image.Image:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the limit below decides
+        try:
+            image = Image.open(io.BytesIO(data))
+        except Image.DecompressionBombError as exc:
+            raise AuditError("decompression_bomb", str(exc)) from None
+        except UnidentifiedImageError:
+            raise AuditError("not_an_image", "not an image PIL can read") from None
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise _classify(exc) from None
+    if image.width * image.height > max_pixels:
+        raise AuditError(
+            "decompression_bomb",
+            f"{image.width}x{image.height} is over the {max_pixels:,}-pixel limit (decompression-bomb guard)",
+        )
+    return image
+
+
+def _classify(exc: Exception) -> AuditError:
+    text = str(exc)
+    if "truncated" in text.lower() or isinstance(exc, EOFError):
+        return AuditError("truncated", text or "truncated file")
+    return AuditError("corrupt", f"{type(exc).__name__}: {text}")
+
+
+def _mark(evidence: Evidence) -> dict[str, Any]:
+    scheme = evidence.scheme
+    decoded = None
+    if scheme.message is not None:
+        raw = np.packbits(evidence.bits).tobytes()
+        decoded = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in raw.decode("latin-1"))
+    return {
+        "scheme": scheme.name,
+        "detected": evidence.detected,
+        "p_value": evidence.p_value,
+        "bit_accuracy": round(evidence.bit_accuracy, 4),
+        "bits": (evidence.bits.astype(np.uint8) + ord("0")).tobytes().decode("ascii"),
+        "decoded": decoded,
+        "exact": bool(np.array_equal(evidence.bits, np.asarray(scheme.bits, dtype=bool))),
+        "z": round(evidence.z, 3),
+        "order": evidence.order,
+        "path": evidence.path,
+    }
+
+
+def audit_file(path: str, options: AuditOptions) -> dict[str, Any]:
+    """One file's record (DESIGN.md); never raises for a bad file."""
+    record: dict[str, Any] = {
+        "path": path,
+        "status": "error",
+        "error": None,
+        "error_kind": None,
+        "width": None,
+        "height": None,
+        "watermarks": [],
+        "metadata": {},
+    }
+    try:
+        data = _read(path)
+        image = _open(data, options.max_pixels)
+        record["width"], record["height"] = image.width, image.height
+        try:
+            if options.metadata:
+                record["metadata"] = _metadata(image, data)
+            if image.width * image.height < MIN_PIXELS:
+                record["status"] = "too_small"
+                record["error"] = f"{image.width}x{image.height}: the reference needs at least 256x256 pixels"
+                return record
+            if 0 in block_grid(image.height, image.width):
+                raise AuditError("no_blocks", "narrower than the 8-pixel blocks the watermark lives in")
+            image.seek(0)
+            rgb = load_rgb(image)
+        except (OSError, ValueError, SyntaxError, EOFError) as exc:
+            raise _classify(exc) from None
+        finally:
+            image.close()
+        record["watermarks"] = [_mark(e) for e in examine(rgb, list(options.schemes), options.alpha)]
+        record["status"] = "ok"
+    except AuditError as exc:
+        record["error"], record["error_kind"] = str(exc), exc.kind
+    except MemoryError:
+        record["error"], record["error_kind"] = "out of memory decoding the image", "decompression_bomb"
+    except Exception as exc:  # a decoder plugin choking on hostile bytes must not end the scan
+        record["error"], record["error_kind"] = f"{type(exc).__name__}: {exc}"[:500], "corrupt"
+    return record
+
+
+def _metadata(image: Image.Image, data: bytes) -> dict[str, Any]:
+    from suite.audit.metadata import extract
+
+    try:
+        return extract(image, data)
+    except Exception as exc:
+        return {"error": f"{type(exc).__name__}: {exc}"[:500]}
+
+
+_options: AuditOptions | None = None
+
+
+def _init_worker(options: AuditOptions) -> None:
+    """One thread per process: the pool already uses every core."""
+    import cv2
+
+    global _options
+    _options = options
+    cv2.setNumThreads(1)
+
+
+def _audit_in_worker(path: str) -> dict[str, Any]:
+    if _options is None:
+        raise RuntimeError("audit worker used before _init_worker")
+    return audit_file(path, _options)
+
+
+def scan(paths: Iterable[str], options: AuditOptions, workers: int | None = None) -> Iterator[dict[str, Any]]:
+    """Records for `paths` in order, as they are produced; `workers=1` stays in this process."""
+    workers = workers or os.cpu_count() or 1
+    if workers == 1:
+        for path in paths:
+            yield audit_file(path, options)
+        return
+    with pool_context().Pool(workers, _init_worker, (options,)) as pool:
+        yield from pool.imap(_audit_in_worker, paths, chunksize=4)
+
+
+def pool_context() -> multiprocessing.context.BaseContext:
+    """Workers forked from a clean server process, never from the caller.
+
+    A plain fork copies OpenCV's thread pool in a state its child cannot use (the child then
+    hangs in cvtColor), so the caller must not be forked once it has decoded anything itself.
+    """
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["suite.audit.scan", "suite.audit.metadata"])
+        return context
+    return multiprocessing.get_context("spawn")
