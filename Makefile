@@ -9,6 +9,8 @@ PROFILE ?= auto
 WEIGHTS ?= synthetic
 OUT ?=
 BENCH_ARGS ?=
+PATHS ?=
+AUDIT_ARGS ?=
 # CPU wheels of torch; used only when no NVIDIA GPU is present (falls back to PyPI's build).
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 TORCH_CPU_VERSION ?= 2.13.0
@@ -18,7 +20,7 @@ HAS_NVIDIA := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)
 LATEST_RUN = $(shell ls -td reports/*/ 2>/dev/null | grep -v '^reports/examples/' | head -1)
 
-.PHONY: help install browser test bench bench-micro report lint clean
+.PHONY: help install browser test bench bench-micro report audit lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -55,6 +57,10 @@ bench-micro: install ## pytest-benchmark micro-benchmarks of the suite's own hot
 report: install ## HTML report of the latest run under reports/ (or RUN=DIR)
 	@run="$(or $(RUN),$(LATEST_RUN))"; [ -n "$$run" ] || { echo "no run under reports/: make bench first"; exit 1; }; \
 	$(VENV)/bin/sdsuite report "$$run" -o "$${run%/}/report.html"
+
+audit: install ## audit images for SD watermarks and provenance: PATHS="folder file.png ..." (AUDIT_ARGS="--format jsonl -o x.jsonl")
+	@[ -n "$(PATHS)" ] || { echo 'usage: make audit PATHS="folder/ image.png ..." [AUDIT_ARGS="--format jsonl -o audit.jsonl"]'; exit 2; }
+	$(VENV)/bin/sdsuite audit $(PATHS) $(AUDIT_ARGS)
 
 lint: install ## ruff
 	$(VENV)/bin/ruff check suite tests

@@ -33,6 +33,9 @@ LOG_TAIL_LINES = 15
 def worker_context():
     """forkserver where the platform has it (fresh processes without re-importing torch), else spawn."""
     if "forkserver" in multiprocessing.get_all_start_methods():
+        # the server's preload would otherwise print transformers' import-time notices (e.g. that
+        # torchvision is absent, which nothing here needs) on the user's terminal
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(worker.PRELOAD)
         return context

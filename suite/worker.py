@@ -18,6 +18,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -71,6 +72,11 @@ def _isolate(channel, log_path: str) -> None:
     os.dup2(log, 2)
     os.close(log)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # diffusers' (disabled) progress bars make tqdm create a multiprocessing lock, a semaphore the
+    # parent's resource tracker then reports as leaked whenever a timed-out worker is killed.
+    from tqdm import tqdm
+
+    tqdm.set_lock(threading.RLock())
 
 
 def classify(exc: BaseException) -> tuple[str, str]:
