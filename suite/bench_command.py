@@ -121,27 +121,40 @@ class Console:
         print(f"{self._elapsed()}     {record['status']}: {detail}", file=self.stream, flush=True)
 
 
-def summary_table(rows: list[dict[str, Any]]) -> str:
-    import pandas as pd
+SUMMARY_COLUMNS = {  # row field -> (heading, number format or None for text)
+    "scenario": ("scenario", None),
+    "status": ("status", None),
+    "device": ("device", None),
+    "precision": ("prec", None),
+    "memory_mode": ("memory", None),
+    "s_per_image": ("s/image", "{:.3g}"),
+    "it_per_s": ("it/s", "{:.3g}"),
+    "step_s_median": ("step s", "{:.3g}"),
+    "peak_rss_mib": ("RSS MiB", "{:,.0f}"),
+    "peak_vram_allocated_mib": ("VRAM MiB", "{:,.0f}"),
+    "error": ("reason", None),
+}
 
+
+def summary_table(rows: list[dict[str, Any]]) -> str:
+    """Plain-text table of the run: numbers right-aligned, text left, columns empty in every row left out."""
     from suite.spreadsheet import restore
 
-    columns = {
-        "scenario": "scenario",
-        "status": "status",
-        "device": "device",
-        "precision": "prec",
-        "memory_mode": "memory",
-        "s_per_image": "s/image",
-        "it_per_s": "it/s",
-        "step_s_median": "step s",
-        "peak_rss_mib": "RSS MiB",
-        "peak_vram_allocated_mib": "VRAM MiB",
-        "error": "reason",
-    }
-    df = pd.DataFrame(rows)[list(columns)].rename(columns=columns)
-    df["reason"] = df["reason"].map(lambda v: str(restore(v))[:60])
-    return df.to_string(index=False, na_rep="", float_format=lambda v: f"{v:.3g}")
+    def cell(value: Any, number: str | None) -> str:
+        if value is None or value == "" or (isinstance(value, float) and value != value):
+            return ""
+        if number is not None and isinstance(value, int | float):
+            return number.format(value)
+        return " ".join(str(restore(value)).split())[:70]
+
+    columns = []
+    for key, (heading, number) in SUMMARY_COLUMNS.items():
+        cells = [cell(row.get(key), number) for row in rows]
+        if any(cells):
+            width = max(len(heading), *(len(c) for c in cells))
+            align = str.rjust if number else str.ljust
+            columns.append([align(heading, width), *(align(c, width) for c in cells)])
+    return "\n".join("  ".join(line).rstrip() for line in zip(*columns, strict=True))
 
 
 def run(args: argparse.Namespace) -> int:
