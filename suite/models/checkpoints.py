@@ -169,7 +169,7 @@ def missing_tensors(shapes: dict[str, tuple[int, ...]], model: str, tiny: bool) 
     }
 
 
-def incomplete(location: Path, missing: dict[str, list[str]]) -> str | None:
+def incomplete(location: str | Path, missing: dict[str, list[str]]) -> str | None:
     """The error message for missing tensors, or None when nothing is missing."""
     parts = [
         f"{len(keys)} {name} tensor{'s' if len(keys) > 1 else ''} ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})"

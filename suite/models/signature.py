@@ -87,7 +87,7 @@ def shipped(name: str, tiny: bool) -> Signature:
     return from_configs(*(arch.component_config(c, tiny) for c in ("text_encoder", "unet", "vae")))
 
 
-def folder_configs(folder: Path) -> dict[str, dict[str, Any]]:
+def folder_configs(folder: Path, location: str) -> dict[str, dict[str, Any]]:
     """The text encoder's, UNet's and VAE's config.json of a diffusers folder."""
     configs = {}
     for component in ("text_encoder", "unet", "vae"):
@@ -96,16 +96,16 @@ def folder_configs(folder: Path) -> dict[str, dict[str, Any]]:
             configs[component] = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise WeightsError(
-                f"{folder}: not a Stable Diffusion folder: cannot read {component}/config.json ({exc})"
+                f"{location}: not a Stable Diffusion folder: cannot read {component}/config.json ({exc})"
             ) from None
     return configs
 
 
-def of_folder(folder: Path, configs: dict[str, dict[str, Any]]) -> Signature:
+def of_folder(location: str, configs: dict[str, dict[str, Any]]) -> Signature:
     try:
         return from_configs(configs["text_encoder"], configs["unet"], configs["vae"])
     except (KeyError, IndexError, TypeError) as exc:
-        raise WeightsError(f"{folder}: not a Stable Diffusion folder: its configs lack {exc}") from None
+        raise WeightsError(f"{location}: not a Stable Diffusion folder: its configs lack {exc}") from None
 
 
 def of_checkpoint(path: Path, shapes: dict[str, tuple[int, ...]]) -> Signature:
@@ -160,7 +160,7 @@ def lookalike(found: Signature) -> str:
     return f"; this looks like {what}; {SUPPORTED}" if what else ""
 
 
-def identify(location: Path, found: Signature) -> tuple[Architecture, bool]:
+def identify(location: str | Path, found: Signature) -> tuple[Architecture, bool]:
     """The shipped architecture and size (tiny or not) that `found` is exactly; a WeightsError otherwise."""
     for arch in ARCHITECTURES.values():
         for tiny in (False, True):
@@ -175,7 +175,7 @@ def identify(location: Path, found: Signature) -> tuple[Architecture, bool]:
     )
 
 
-def check_kind(location: Path, found: Signature, arch: Architecture) -> None:
+def check_kind(location: str | Path, found: Signature, arch: Architecture) -> None:
     """A WeightsError unless a diffusers folder is `arch` in kind, at any size (its own configs build it)."""
     wrong = differences(found, shipped(arch.name, False), KIND)
     if wrong:

@@ -70,13 +70,13 @@ def _weight_files(component: Path) -> list[Path]:
     return []
 
 
-def _check_folder(folder: Path, arch: architectures.Architecture) -> str:
+def _check_folder(folder: Path, arch: architectures.Architecture, location: str) -> str:
     """That a diffusers folder is `arch` and complete; returns its size: full, tiny or custom."""
     if not (folder / "model_index.json").is_file():
-        raise WeightsError(f"{folder}: not a diffusers folder (no model_index.json)")
-    configs = signature.folder_configs(folder)
-    found = signature.of_folder(folder, configs)
-    signature.check_kind(folder, found, arch)
+        raise WeightsError(f"{location}: not a diffusers folder (no model_index.json)")
+    configs = signature.folder_configs(folder, location)
+    found = signature.of_folder(location, configs)
+    signature.check_kind(location, found, arch)
     models = synthetic.meta_models(configs["unet"], configs["vae"], configs["text_encoder"])
     missing = {}
     for name, module in models.items():
@@ -84,17 +84,17 @@ def _check_folder(folder: Path, arch: architectures.Architecture) -> str:
         if files:  # none readable: diffusers itself says what it looked for
             provided = {k.removeprefix("text_model.") for f in files for k in checkpoints.read_shapes(f)}
             missing[name] = sorted({k.removeprefix("text_model.") for k in module.state_dict()} - provided)
-    problem = checkpoints.incomplete(folder, missing)
+    problem = checkpoints.incomplete(location, missing)
     if problem:
         raise WeightsError(problem)
     return signature.size_of(found, arch)
 
 
-def _from_folder(folder: Path, cls, dtype: torch.dtype, extras: dict[str, Any], model: str):
+def _from_folder(folder: Path, cls, dtype: torch.dtype, extras: dict[str, Any], location: str, model: str):
     try:
         return cls.from_pretrained(folder, dtype=dtype, local_files_only=True, **extras)
     except (OSError, ValueError, RuntimeError) as exc:
-        raise WeightsError(f"{folder}: could not load this diffusers folder as {model}: {exc}") from None
+        raise WeightsError(f"{location}: could not load this diffusers folder as {model}: {exc}") from None
 
 
 def load_pipeline(
@@ -123,8 +123,8 @@ def load_pipeline(
         path = Path(weights).expanduser()
         extras = architectures.pipeline_extras(arch, task)
         if path.is_dir():
-            size = _check_folder(path, arch)
-            pipe = _from_folder(path, cls, dtype, extras, model)
+            size = _check_folder(path, arch, str(path))
+            pipe = _from_folder(path, cls, dtype, extras, str(path), model)
             digest, nbytes = _folder_hash(path)
             info = WeightInfo("folder", str(path), digest, model, size, dtype_name, nbytes)
         elif path.exists() or path.suffix in checkpoints.SINGLE_FILE_SUFFIXES:
@@ -147,8 +147,9 @@ def load_pipeline(
             )
         elif hub.is_hub_id(weights):
             snapshot = hub.download(weights, cls)
-            size = _check_folder(snapshot, arch)
-            pipe = _from_folder(snapshot, cls, dtype, extras, model)
+            location = f"{weights} (downloaded to {snapshot})"
+            size = _check_folder(snapshot, arch, location)
+            pipe = _from_folder(snapshot, cls, dtype, extras, location, model)
             digest, nbytes = _folder_hash(snapshot)
             info = WeightInfo("hub", weights, digest, model, size, dtype_name, nbytes)
         else:
