@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import re
 import zipfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -150,33 +151,37 @@ def missing_tensors(shapes: dict[str, tuple[int, ...]], model: str, tiny: bool) 
     from suite.models.synthetic import shipped_meta_models
 
     checkpoint = {key: torch.empty(shape, device="meta") for key, shape in shapes.items()}
-    models = shipped_meta_models(ARCHITECTURES[model], tiny)
-    convert = {
-        "unet": lambda: convert_ldm_unet_checkpoint(checkpoint, models["unet"].config),
-        "vae": lambda: convert_ldm_vae_checkpoint(checkpoint, models["vae"].config),
-        "text_encoder": lambda: (
+    arch = ARCHITECTURES[model]
+    models = shipped_meta_models(arch, tiny)
+    provided = {
+        "unet": convert_ldm_unet_checkpoint(checkpoint, models["unet"].config),
+        "vae": convert_ldm_vae_checkpoint(checkpoint, models["vae"].config),
+        "text_encoder": (
             convert_open_clip_checkpoint(models["text_encoder"], checkpoint)
-            if ARCHITECTURES[model].text_encoder == "OpenCLIP"
+            if arch.text_encoder == "OpenCLIP"
             else convert_ldm_clip_checkpoint(checkpoint)
         ),
     }
-    return {
-        name: sorted(
-            {k.removeprefix("text_model.") for k in module.state_dict()}
-            - {k.removeprefix("text_model.") for k in convert[name]()}
-        )
-        for name, module in models.items()
-    }
+    return {name: absent(module, provided[name]) for name, module in models.items()}
 
 
-def incomplete(location: str | Path, missing: dict[str, list[str]]) -> str | None:
-    """The error message for missing tensors, or None when nothing is missing."""
+def absent(module, provided: Iterable[str]) -> list[str]:
+    """The names of `module`'s tensors that are not `provided` (with or without transformers 4's text_model. level)."""
+    names = {k.removeprefix("text_model.") for k in provided}
+    return sorted(
+        k.removeprefix("text_model.") for k in module.state_dict() if k.removeprefix("text_model.") not in names
+    )
+
+
+def require_complete(location: str | Path, missing: dict[str, list[str]]) -> None:
+    """A WeightsError listing what is missing, per component, if anything is."""
     parts = [
         f"{len(keys)} {name} tensor{'s' if len(keys) > 1 else ''} ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})"
         for name, keys in missing.items()
         if keys
     ]
-    return f"{location}: incomplete: it lacks {'; '.join(parts)}" if parts else None
+    if parts:
+        raise WeightsError(f"{location}: incomplete: it lacks {'; '.join(parts)}")
 
 
 def inspect(path: Path, model: str | None = None) -> CheckpointInfo:
@@ -189,7 +194,5 @@ def inspect(path: Path, model: str | None = None) -> CheckpointInfo:
     info = identify(path, shapes)
     if model:
         expect(path, info, model)
-    problem = incomplete(path, missing_tensors(shapes, info.architecture, info.tiny))
-    if problem:
-        raise WeightsError(problem)
+    require_complete(path, missing_tensors(shapes, info.architecture, info.tiny))
     return info

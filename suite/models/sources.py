@@ -82,11 +82,8 @@ def _check_folder(folder: Path, arch: architectures.Architecture, location: str)
     for name, module in models.items():
         files = _weight_files(folder / name)
         if files:  # none readable: diffusers itself says what it looked for
-            provided = {k.removeprefix("text_model.") for f in files for k in checkpoints.read_shapes(f)}
-            missing[name] = sorted({k.removeprefix("text_model.") for k in module.state_dict()} - provided)
-    problem = checkpoints.incomplete(location, missing)
-    if problem:
-        raise WeightsError(problem)
+            missing[name] = checkpoints.absent(module, (k for f in files for k in checkpoints.read_shapes(f)))
+    checkpoints.require_complete(location, missing)
     return signature.size_of(found, arch)
 
 

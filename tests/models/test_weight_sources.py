@@ -133,6 +133,19 @@ def test_unknown_weights_and_tasks_are_explained(tmp_path):
         load_pipeline("sd-v1", "tiny", task="upscale")
 
 
+def test_a_tensor_left_unloaded_anyway_is_a_weights_error_not_a_crash(tiny, tmp_path, monkeypatch):
+    # the last line of defence, for whatever the checks before loading do not foresee
+    monkeypatch.setattr("suite.models.checkpoints.require_complete", lambda location, missing: None)
+    folder = tmp_path / "sd15"
+    tiny("sd-v1").save_pretrained(folder)
+    weights = next((folder / "unet").glob("*.safetensors"))
+    state = load_file(weights)
+    del state["conv_out.weight"]
+    save_file(state, weights)
+    with pytest.raises(WeightsError, match=rf"^{re.escape(str(folder))}: some weights were never loaded"):
+        load_pipeline("sd-v1", str(folder))
+
+
 def _cache_snapshot(cache: Path, repo_id: str, pipe) -> None:
     """A hub repository as huggingface_hub keeps it in its cache: refs/main naming a snapshot folder."""
     repo = cache / f"models--{repo_id.replace('/', '--')}"
