@@ -159,6 +159,7 @@ def summary_table(rows: list[dict[str, Any]]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from suite import results, scenario
+    from suite.models.hub import offline_unless_hub
     from suite.runner import Runner, probe_machine
 
     profile_arg = _auto_profile() if args.scenarios == "auto" else args.scenarios
@@ -176,6 +177,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"sdsuite bench: {exc}", file=sys.stderr)
         return 2
     profile = path.stem
+    # before the workers' forkserver imports diffusers: huggingface_hub reads HF_HUB_OFFLINE at import
+    offline_unless_hub(s.weights for s in scenarios)
     if args.list:
         for s in scenarios:
             print(f"{s.name:40s} {_describe(s)}")

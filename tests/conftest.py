@@ -1,12 +1,45 @@
+import os
+import socket
 import sys
 from pathlib import Path
 
 import pytest
 
+# huggingface_hub reads this once, at import: set before any test imports it, as the CLI does
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # test support modules (tests/support.py, tests/ldm_layout.py) import as top-level modules
 sys.path.insert(0, str(Path(__file__).parent))
 
 from support import sdsuite
+
+LOOPBACK = {"localhost", "127.0.0.1", "::1"}
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch: pytest.MonkeyPatch):
+    """Tests run offline: a lookup of or connection to another host fails the test, even where the
+    code under test would catch the error. Local sockets (forkserver, a browser on loopback) are fine."""
+    attempts = []
+    lookup = socket.getaddrinfo
+    connect = socket.socket.connect
+
+    def guarded_lookup(host, *args, **kwargs):
+        if host not in LOOPBACK and host is not None:
+            attempts.append(host)
+            raise OSError(f"network access attempted in a test: {host}")
+        return lookup(host, *args, **kwargs)
+
+    def guarded_connect(sock: socket.socket, address):
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and address[0] not in LOOPBACK:
+            attempts.append(address)
+            raise OSError(f"network access attempted in a test: {address}")
+        return connect(sock, address)
+
+    monkeypatch.setattr(socket, "getaddrinfo", guarded_lookup)
+    monkeypatch.setattr(socket.socket, "connect", guarded_connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", guarded_connect)
+    yield
+    assert not attempts, f"network access attempted: {attempts}"
 
 
 @pytest.fixture(scope="session")

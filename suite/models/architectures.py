@@ -32,6 +32,7 @@ class Architecture:
     description: str
     native_size: int
     tasks: tuple[str, ...]
+    text_encoder: str  # "CLIP" (OpenAI ViT-L/14) or "OpenCLIP" (ViT-H): their original layouts differ
 
     def config_dir(self, tiny: bool = False) -> Path:
         return CONFIGS / (f"{self.name}-tiny" if tiny else self.name)
@@ -51,18 +52,21 @@ ARCHITECTURES: dict[str, Architecture] = {
         "SD 1.4/1.5: CLIP ViT-L/14 text encoder, 860M UNet, PNDM (PLMS), 512x512",
         512,
         ("txt2img", "img2img"),
+        "CLIP",
     ),
     "sd-v2.1": Architecture(
         "sd-v2.1",
         "SD 2.1-768: OpenCLIP ViT-H text encoder (23 layers used), linear-projection UNet with attention upcast, v-prediction, 768x768",
         768,
         ("txt2img", "img2img"),
+        "OpenCLIP",
     ),
     "sd-x4-upscaler": Architecture(
         "sd-x4-upscaler",
         "SD x4 upscaler: 7-channel UNet with noise-level class embedding, its own VAE (scaling 0.08333), DDPM low-res noise, max noise level 350",
         512,
         ("upscale",),
+        "OpenCLIP",
     ),
 }
 
@@ -100,11 +104,11 @@ def tokenizer(arch: Architecture, tiny: bool = False):
     )
 
 
-def text_encoder_config(arch: Architecture, tiny: bool = False):
+def clip_text_config(data: dict[str, Any]):
+    """A CLIPTextConfig from a config.json's contents (a shipped one or a user's folder's)."""
     from transformers import CLIPTextConfig
 
-    data = {k: v for k, v in arch.component_config("text_encoder", tiny).items() if k != "architectures"}
-    return CLIPTextConfig(**data)
+    return CLIPTextConfig(**{k: v for k, v in data.items() if k != "architectures"})
 
 
 def schedulers(arch: Architecture, tiny: bool = False) -> dict[str, Any]:

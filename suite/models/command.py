@@ -28,7 +28,8 @@ def _list() -> int:
 
 
 def _check(path: Path, model: str | None) -> int:
-    from suite.models.checkpoints import WeightsError, inspect, sample_hash
+    from suite.models.checkpoints import inspect, sample_hash
+    from suite.models.errors import WeightsError
 
     try:
         info = inspect(path, model)
@@ -36,14 +37,19 @@ def _check(path: Path, model: str | None) -> int:
         print(f"sdsuite models: {exc}", file=sys.stderr)
         return 1
     size = "tiny test size" if info.tiny else "full size"
+    found = info.signature
     print(
-        f"{path}: {info.architecture} ({size}), {info.text_encoder} text encoder, UNet width {info.unet_width}, "
-        f"{info.tensors} tensors, {sample_hash(path)}"
+        f"{path}: {info.architecture} ({size}), complete: {info.tensors} tensors; {found.text_encoder} text encoder "
+        f"{found.text_width} wide, UNet {found.unet_in_channels} input channels, width {found.unet_width}, "
+        f"cross-attention {found.cross_attention}, VAE width {found.vae_width}; {sample_hash(path)}"
     )
     return 0
 
 
 def run(args: argparse.Namespace) -> int:
+    from suite.models.hub import offline_unless_hub
+
+    offline_unless_hub(())  # nothing here needs the hub: keep huggingface_hub from asking it anything
     if args.action == "check":
         return _check(args.path, args.model)
     return _list()

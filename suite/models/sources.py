@@ -12,7 +12,7 @@ it was measured with.
 
 from __future__ import annotations
 
-import re
+import hashlib
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,10 +20,9 @@ from typing import Any
 
 import torch
 
-from suite.models import architectures, checkpoints, synthetic
-from suite.models.checkpoints import WeightsError
+from suite.models import architectures, checkpoints, hub, signature, synthetic
+from suite.models.errors import WeightsError
 
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 WEIGHT_FILES = ("*.safetensors", "*.bin", "*.ckpt")
 
 
@@ -33,7 +32,7 @@ class WeightInfo:
     location: str
     hash: str
     architecture: str
-    size: str  # "full" or "tiny"
+    size: str  # "full" or "tiny" (the shipped configs' sizes), or "custom" (a folder of other widths)
     dtype: str
     size_bytes: int = 0
     parameters: dict[str, int] = field(default_factory=dict)
@@ -52,8 +51,6 @@ def _params(pipe) -> dict[str, int]:
 
 
 def _folder_hash(folder: Path) -> tuple[str, int]:
-    import hashlib
-
     files = sorted(p for pattern in WEIGHT_FILES for p in folder.rglob(pattern))
     digest = hashlib.sha256()
     total = 0
@@ -64,26 +61,37 @@ def _folder_hash(folder: Path) -> tuple[str, int]:
     return "sha256-sample:" + digest.hexdigest()[:32], total
 
 
-def _check_folder(folder: Path, arch: architectures.Architecture, task: str) -> None:
-    index = folder / "model_index.json"
-    if not index.is_file():
-        raise WeightsError(f"{folder}: not a diffusers folder (no model_index.json)")
-    unet = folder / "unet" / "config.json"
-    if not unet.is_file():
-        raise WeightsError(f"{folder}: no unet/config.json")
-    import json
+def _weight_files(component: Path) -> list[Path]:
+    """The files diffusers loads for a component without a `variant`: safetensors if any, else .bin."""
+    for suffix in (".safetensors", ".bin"):
+        files = sorted(p for p in component.glob(f"*{suffix}") if "." not in p.stem)  # not *.fp16.safetensors
+        if files:
+            return files
+    return []
 
-    config = json.loads(unet.read_text())
-    want_in = arch.component_config("unet")["in_channels"]
-    want_linear = bool(arch.component_config("unet").get("use_linear_projection"))
-    found_in = config.get("in_channels")
-    found_linear = bool(config.get("use_linear_projection"))
-    if found_in != want_in or found_linear != want_linear:
-        raise WeightsError(
-            f"{folder}: expected an {arch.name} pipeline (UNet with {want_in} input channels, "
-            f"{'linear' if want_linear else 'convolutional'} attention projections); found {found_in} input channels, "
-            f"{'linear' if found_linear else 'convolutional'} projections"
-        )
+
+def _check_folder(folder: Path, arch: architectures.Architecture, location: str) -> str:
+    """That a diffusers folder is `arch` and complete; returns its size: full, tiny or custom."""
+    if not (folder / "model_index.json").is_file():
+        raise WeightsError(f"{location}: not a diffusers folder (no model_index.json)")
+    configs = signature.folder_configs(folder, location)
+    found = signature.of_folder(location, configs)
+    signature.check_kind(location, found, arch)
+    models = synthetic.meta_models(configs["unet"], configs["vae"], configs["text_encoder"])
+    missing = {}
+    for name, module in models.items():
+        files = _weight_files(folder / name)
+        if files:  # none readable: diffusers itself says what it looked for
+            missing[name] = checkpoints.absent(module, (k for f in files for k in checkpoints.read_shapes(f)))
+    checkpoints.require_complete(location, missing)
+    return signature.size_of(found, arch)
+
+
+def _from_folder(folder: Path, cls, dtype: torch.dtype, extras: dict[str, Any], location: str, model: str):
+    try:
+        return cls.from_pretrained(folder, dtype=dtype, local_files_only=True, **extras)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise WeightsError(f"{location}: could not load this diffusers folder as {model}: {exc}") from None
 
 
 def load_pipeline(
@@ -112,45 +120,44 @@ def load_pipeline(
         path = Path(weights).expanduser()
         extras = architectures.pipeline_extras(arch, task)
         if path.is_dir():
-            _check_folder(path, arch, task)
-            try:
-                pipe = cls.from_pretrained(path, dtype=dtype, local_files_only=True, **extras)
-            except (OSError, ValueError, RuntimeError) as exc:
-                raise WeightsError(f"{path}: could not load this diffusers folder as {model}: {exc}") from None
-            digest, size = _folder_hash(path)
-            info = WeightInfo("folder", str(path), digest, model, "full", dtype_name, size)
+            size = _check_folder(path, arch, str(path))
+            pipe = _from_folder(path, cls, dtype, extras, str(path), model)
+            digest, nbytes = _folder_hash(path)
+            info = WeightInfo("folder", str(path), digest, model, size, dtype_name, nbytes)
         elif path.exists() or path.suffix in checkpoints.SINGLE_FILE_SUFFIXES:
             found = checkpoints.inspect(path, model)
             try:
-                pipe = cls.from_single_file(
-                    str(path),
-                    config=str(arch.config_dir(found.tiny)),
-                    tokenizer=architectures.tokenizer(arch, found.tiny),
-                    dtype=dtype,
-                    local_files_only=True,
-                    **extras,
-                )
+                with checkpoints.trusted_globals():
+                    pipe = cls.from_single_file(
+                        str(path),
+                        config=str(arch.config_dir(found.tiny)),
+                        tokenizer=architectures.tokenizer(arch, found.tiny),
+                        dtype=dtype,
+                        local_files_only=True,
+                        **extras,
+                    )
             except (OSError, ValueError, RuntimeError, KeyError) as exc:
                 raise WeightsError(f"{path}: could not load as {model}: {type(exc).__name__}: {exc}") from None
             size = "tiny" if found.tiny else "full"
             info = WeightInfo(
                 "single-file", str(path), checkpoints.sample_hash(path), model, size, dtype_name, path.stat().st_size
             )
-        elif HUB_ID.match(weights):
-            try:
-                pipe = cls.from_pretrained(weights, dtype=dtype, **extras)
-            except Exception as exc:
-                raise WeightsError(
-                    f"{weights}: could not load from the Hugging Face hub (offline, or HF_HUB_OFFLINE set?): "
-                    f"{type(exc).__name__}: {exc}"
-                ) from None
-            info = WeightInfo("hub", weights, "", model, "full", dtype_name)
+        elif hub.is_hub_id(weights):
+            snapshot = hub.download(weights, cls)
+            location = f"{weights} (downloaded to {snapshot})"
+            size = _check_folder(snapshot, arch, location)
+            pipe = _from_folder(snapshot, cls, dtype, extras, location, model)
+            digest, nbytes = _folder_hash(snapshot)
+            info = WeightInfo("hub", weights, digest, model, size, dtype_name, nbytes)
         else:
             raise WeightsError(
                 f"{weights}: no such file or folder, and not a hub id; "
                 "use synthetic, tiny, a diffusers folder, a .safetensors/.ckpt file, or org/name"
             )
-        pipe.to(device)
+        try:
+            pipe.to(device)
+        except NotImplementedError as exc:  # "Cannot copy out of meta tensor": a tensor was never loaded
+            raise WeightsError(f"{weights}: some weights were never loaded, so it is incomplete ({exc})") from None
     info.parameters = _params(pipe)
     info.load_s = time.perf_counter() - t0
     return pipe, info

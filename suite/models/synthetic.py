@@ -12,16 +12,17 @@ from __future__ import annotations
 
 import math
 import zlib
+from typing import Any
 
 import torch
 from torch import nn
 
 from suite.models.architectures import (
     Architecture,
+    clip_text_config,
     pipeline_class,
     pipeline_extras,
     schedulers,
-    text_encoder_config,
     tokenizer,
 )
 
@@ -60,33 +61,36 @@ def materialise(module: nn.Module, device: torch.device, dtype: torch.dtype, see
 
 
 def build_pipeline(arch: Architecture, task: str, device: str, dtype: torch.dtype, seed: int, tiny: bool):
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextModel
-
     target = torch.device(device)
-    with torch.device("meta"):
-        unet = UNet2DConditionModel.from_config(arch.component_config("unet", tiny))
-        vae = AutoencoderKL.from_config(arch.component_config("vae", tiny))
-        text_encoder = CLIPTextModel(text_encoder_config(arch, tiny))
+    models = shipped_meta_models(arch, tiny)
     components = {
-        "unet": materialise(unet, target, dtype, seed),
-        "vae": materialise(vae, target, dtype, seed + 1),
-        "text_encoder": materialise(text_encoder, target, dtype, seed + 2),
+        "unet": materialise(models["unet"], target, dtype, seed),
+        "vae": materialise(models["vae"], target, dtype, seed + 1),
+        "text_encoder": materialise(models["text_encoder"], target, dtype, seed + 2),
         "tokenizer": tokenizer(arch, tiny),
         **schedulers(arch, tiny),
     }
     return pipeline_class(arch, task)(**components, **pipeline_extras(arch, task))
 
 
-def parameter_counts(arch: Architecture, tiny: bool = False) -> dict[str, int]:
-    """Parameters per model component, counted on the meta device (instant, no memory)."""
+def meta_models(unet: dict[str, Any], vae: dict[str, Any], text_encoder: dict[str, Any]) -> dict[str, nn.Module]:
+    """UNet, VAE and text encoder from their config.json contents, on the meta device: names and
+    shapes only, no memory, instant (what synthetic weights fill, and what a checkpoint must provide)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel
 
     with torch.device("meta"):
-        modules = {
-            "unet": UNet2DConditionModel.from_config(arch.component_config("unet", tiny)),
-            "vae": AutoencoderKL.from_config(arch.component_config("vae", tiny)),
-            "text_encoder": CLIPTextModel(text_encoder_config(arch, tiny)),
+        return {
+            "unet": UNet2DConditionModel.from_config(unet),
+            "vae": AutoencoderKL.from_config(vae),
+            "text_encoder": CLIPTextModel(clip_text_config(text_encoder)),
         }
-    return {name: sum(p.numel() for p in m.parameters()) for name, m in modules.items()}
+
+
+def shipped_meta_models(arch: Architecture, tiny: bool = False) -> dict[str, nn.Module]:
+    return meta_models(*(arch.component_config(c, tiny) for c in ("unet", "vae", "text_encoder")))
+
+
+def parameter_counts(arch: Architecture, tiny: bool = False) -> dict[str, int]:
+    """Parameters per model component, counted on the meta device (instant, no memory)."""
+    return {name: sum(p.numel() for p in m.parameters()) for name, m in shipped_meta_models(arch, tiny).items()}
