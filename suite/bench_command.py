@@ -72,6 +72,30 @@ def _select(scenarios: list, only: list[str] | None) -> list:
     return chosen
 
 
+def _matching_weights(scenarios: list, weights: str) -> list:
+    """The scenarios that `--weights` can serve: a file or folder holds one architecture, and
+    running the others on it would only produce a row of errors each."""
+    path = Path(weights).expanduser()
+    if not (path.exists() or path.suffix in (".safetensors", ".ckpt")):  # synthetic, tiny, a hub id
+        return scenarios
+    from suite.models.sources import architecture_of
+
+    model = architecture_of(weights)
+    if model is None:
+        return scenarios
+    kept = [s for s in scenarios if s.model == model]
+    left_out = [s.name for s in scenarios if s.model != model]
+    if not kept:
+        raise SystemExit(f"sdsuite bench: {weights} holds an {model} model, and no scenario here uses {model}")
+    if left_out:
+        print(
+            f"sdsuite bench: {weights} holds an {model} model: leaving out the {len(left_out)} scenario(s) "
+            f"of other models ({', '.join(left_out)})",
+            file=sys.stderr,
+        )
+    return kept
+
+
 def _describe(s) -> str:
     size = f"{s.width}x{s.height}"
     return (
@@ -159,6 +183,7 @@ def summary_table(rows: list[dict[str, Any]]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from suite import results, scenario
+    from suite.models.errors import WeightsError
     from suite.models.hub import offline_unless_hub
     from suite.runner import Runner, probe_machine
 
@@ -173,12 +198,14 @@ def run(args: argparse.Namespace) -> int:
         if args.warmup is not None:
             overrides["warmup"] = args.warmup
         scenarios = _select(scenario.load(path, overrides), args.only)
-    except scenario.ScenarioError as exc:
+        # before anything imports diffusers: huggingface_hub reads HF_HUB_OFFLINE at import
+        offline_unless_hub(s.weights for s in scenarios)
+        if args.weights:
+            scenarios = _matching_weights(scenarios, args.weights)
+    except (scenario.ScenarioError, WeightsError) as exc:
         print(f"sdsuite bench: {exc}", file=sys.stderr)
         return 2
     profile = path.stem
-    # before the workers' forkserver imports diffusers: huggingface_hub reads HF_HUB_OFFLINE at import
-    offline_unless_hub(s.weights for s in scenarios)
     if args.list:
         for s in scenarios:
             print(f"{s.name:40s} {_describe(s)}")

@@ -87,6 +87,29 @@ def _check_folder(folder: Path, arch: architectures.Architecture, location: str)
     return signature.size_of(found, arch)
 
 
+def architecture_of(weights: str) -> str | None:
+    """The architecture a weights file or diffusers folder holds, read from shapes or configs only;
+    None for weights that fit every architecture (synthetic, tiny) or are not local (a hub id)."""
+    if weights in ("synthetic", "tiny"):
+        return None
+    path = Path(weights).expanduser()
+    if path.is_dir():
+        found = signature.of_folder(str(path), signature.folder_configs(path, str(path)))
+        kinds = [
+            arch.name
+            for arch in architectures.ARCHITECTURES.values()
+            if not signature.differences(found, signature.shipped(arch.name, False), signature.KIND)
+        ]
+        if not kinds:
+            raise WeightsError(
+                f"{path}: a diffusers folder of no architecture sdsuite ships{signature.lookalike(found)}"
+            )
+        return kinds[0]
+    if path.exists() or path.suffix in checkpoints.SINGLE_FILE_SUFFIXES:
+        return checkpoints.inspect(path).architecture
+    return None
+
+
 def _from_folder(folder: Path, cls, dtype: torch.dtype, extras: dict[str, Any], location: str, model: str):
     try:
         return cls.from_pretrained(folder, dtype=dtype, local_files_only=True, **extras)

@@ -200,3 +200,18 @@ print(os.environ.get("HF_HUB_OFFLINE"), "huggingface_hub" in sys.modules)
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path).stdout
     assert [line for line in out.splitlines() if line.endswith(("True", "False"))] == ["1 False", "None False"]
+
+
+def test_bench_weights_run_only_the_scenarios_of_their_architecture(tiny, tmp_path, capsys):
+    from suite.cli import main
+
+    path = tmp_path / "v1.safetensors"
+    save_file(pipeline_to_ldm(tiny("sd-v1")), path)
+    assert main(["bench", "smoke", "--list", "--weights", str(path)]) == 0
+    out, err = capsys.readouterr()
+    listed = [line.split()[1] for line in out.splitlines()]
+    assert listed and set(listed) == {"sd-v1"}
+    assert "holds an sd-v1 model: leaving out" in err and "v2-txt2img" in err
+
+    assert main(["bench", "smoke", "--list", "--weights", str(tmp_path / "absent.safetensors")]) == 2
+    assert "absent.safetensors: no such file" in capsys.readouterr().err
