@@ -60,10 +60,10 @@ def _kill(proc) -> None:
 def run_process(
     target, args: tuple, log_path: Path, timeout_s: float, on_event: Callable[[dict], None] = lambda e: None
 ) -> WorkerOutcome:
-    """Run target(*args, channel, log_path) in a worker; relay its events; kill it at the deadline."""
+    """Run target(*args, channel, log_path, runner_pid) in a worker; relay its events; kill it at the deadline."""
     context = worker_context()
     receiver, sender = context.Pipe(duplex=False)
-    proc = context.Process(target=target, args=(*args, sender, str(log_path)), daemon=False)
+    proc = context.Process(target=target, args=(*args, sender, str(log_path), os.getpid()), daemon=False)
     proc.start()
     sender.close()
     deadline = time.monotonic() + timeout_s

@@ -12,10 +12,9 @@ matmul rate), so the runner itself never creates a CUDA context.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import json
 import os
+import select
 import signal
 import sys
 import threading
@@ -52,19 +51,41 @@ def emit(**event: Any) -> None:
         _channel.send(event)
 
 
-def die_with_parent() -> None:
-    """SIGKILL this process when its parent dies, so a killed run leaves no worker holding a GPU."""
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+def die_with_runner(runner_pid: int) -> None:
+    """SIGKILL this worker's process group (it and its sampler) as soon as the runner is gone.
+
+    A forkserver child keeps its server alive, and the server outlives a killed runner, so a
+    parent-death signal would never fire; a killed run must leave no worker holding a GPU.
+    """
+
+    def wait_then_die() -> None:
+        try:
+            pidfd = os.pidfd_open(runner_pid)  # readable once the runner exits
+            select.select([pidfd], [], [])
+        except (AttributeError, OSError):  # no pidfd here, or the runner is already gone
+            while _alive(runner_pid):
+                time.sleep(0.5)
+        os.killpg(0, signal.SIGKILL)
+
+    threading.Thread(target=wait_then_die, name="die-with-runner", daemon=True).start()
 
 
-def _isolate(channel, log_path: str) -> None:
-    """Own process group (the runner kills it with its sampler), die with the parent, print to the log."""
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _isolate(channel, log_path: str, runner_pid: int) -> None:
+    """Own process group (the runner kills it with its sampler), die with the runner, print to the log."""
     global _channel
     _channel = channel
     os.setsid()
-    die_with_parent()
+    die_with_runner(runner_pid)
     log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     sys.stdout.flush()
     sys.stderr.flush()
@@ -305,14 +326,14 @@ def probe(out: Path) -> None:
     out.write_text(json.dumps(data, indent=1))
 
 
-def child_probe(out: str, channel, log_path: str) -> None:
-    _isolate(channel, log_path)
+def child_probe(out: str, channel, log_path: str, runner_pid: int) -> None:
+    _isolate(channel, log_path, runner_pid)
     probe(Path(out))
 
 
-def child_main(job_path: str, channel, log_path: str) -> None:
+def child_main(job_path: str, channel, log_path: str, runner_pid: int) -> None:
     """Entry point of a worker process: run one job, write its record, whatever happens."""
-    _isolate(channel, log_path)
+    _isolate(channel, log_path, runner_pid)
     job = json.loads(Path(job_path).read_text())
     started = time.time()
     record: dict[str, Any] = {}

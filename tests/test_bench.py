@@ -149,23 +149,27 @@ model = "sd-v1"
     assert rows["fine"]["status"] == "ok"
 
 
-def _no_process_holds_files_under(folder: Path, wait_s: float = 15.0) -> bool:
-    """Workers write their log under the run directory: once they are gone, nobody holds a file there."""
+def _holders(folder: Path) -> list[int]:
+    """Processes with a file open under `folder`: workers write their log under the run directory."""
     import psutil
 
+    holders = []
+    for proc in psutil.process_iter():
+        try:
+            if any(str(folder) in f.path for f in proc.open_files()):
+                holders.append(proc.pid)
+        except psutil.Error:
+            continue
+    return holders
+
+
+def _no_process_holds_files_under(folder: Path, wait_s: float = 15.0) -> bool:
     deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline:
-        holders = []
-        for proc in psutil.process_iter():
-            try:
-                if any(str(folder) in f.path for f in proc.open_files()):
-                    holders.append(proc.pid)
-            except psutil.Error:
-                continue
-        if not holders:
-            return True
+    while _holders(folder):
+        if time.monotonic() > deadline:
+            return False
         time.sleep(0.5)
-    return False
+    return True
 
 
 def test_kill_9_then_resume_ends_with_every_scenario_exactly_once(tmp_path):
@@ -191,3 +195,20 @@ def test_kill_9_then_resume_ends_with_every_scenario_exactly_once(tmp_path):
     assert sorted(names) == expected, f"killed after {killed_at} records"
     assert sorted(results.load(out)["scenario"]) == expected
     assert f"{len(expected) - killed_at} of {len(expected)} scenario(s) to run" in stderr
+
+
+def test_a_killed_runner_takes_its_running_worker_with_it(tmp_path):
+    # killed while the worker builds a full-size model (seconds without a word to the runner): the
+    # worker must go at once, not at its next message, nor when it is done (a GPU it holds is lost)
+    scenario = tmp_path / "long.toml"
+    scenario.write_text('[[scenario]]\nname = "long"\nmodel = "sd-v1"\nwidth = 64\nheight = 64\nsteps = 2\n')
+    out = tmp_path / "run"
+    proc = sdsuite("bench", str(scenario), "--out", str(out), start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not set(_holders(out / "logs")) - {proc.pid}:  # the scenario's worker has opened its log
+        assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()[1][-2000:]
+        time.sleep(0.2)
+    time.sleep(1)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert _no_process_holds_files_under(out, wait_s=2), "the worker outlived the killed runner"
