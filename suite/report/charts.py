@@ -299,14 +299,58 @@ def tflops(runs: Sequence[Run]) -> str | None:
     return _svg(fig)
 
 
-def histogram(values: Sequence[float], xlabel: str, title: str, bins: int = 20, log: bool = False) -> str | None:
-    if not values:
+VERDICT_COLORS = {"none": "#bdbdbd", "too_small": "#d4a72c", "error": "#cf222e"}
+
+
+def verdicts(counts: dict[str, int]) -> str | None:
+    """Files per verdict: each scheme found, none, too small, error."""
+    if not counts:
         return None
-    fig, ax = plt.subplots(figsize=(6, 2.8))
-    ax.hist(values, bins=np.logspace(np.log10(max(min(values), 1e-300)), 0, bins) if log else bins, color="#3182bd")
-    if log:
-        ax.set_xscale("log")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("files")
-    ax.set_title(title, loc="left")
+    found = sorted((k for k in counts if k not in VERDICT_COLORS), key=lambda k: -counts[k])
+    order = found + [k for k in VERDICT_COLORS if k in counts]
+    fig, ax = plt.subplots(figsize=(6, _height(len(order))))
+    y = np.arange(len(order))
+    values = [counts[k] for k in order]
+    colors = [VERDICT_COLORS.get(k, COLORS[i % len(COLORS)]) for i, k in enumerate(order)]
+    ax.barh(y, values, color=colors)
+    for pos, value in zip(y, values, strict=True):
+        ax.annotate(f" {value:,}", (value, pos), va="center", fontsize=8)
+    ax.set_yticks(y, [k.replace("_", " ") for k in order])
+    ax.invert_yaxis()
+    ax.set_xlabel("files")
+    ax.set_xlim(0, max(values) * 1.15)
+    ax.set_title("Files by verdict", loc="left")
+    return _svg(fig)
+
+
+def pvalues(by_scheme: dict[str, list[float]], alpha: float) -> str | None:
+    """Each scheme's p-values twice: on [0, 1], where unmarked files spread evenly if the test is
+    calibrated, and as -log10 p, where marked files stand far past the threshold."""
+    schemes = [s for s, values in by_scheme.items() if values]
+    if not schemes:
+        return None
+    data = [np.clip(np.asarray(by_scheme[s], dtype=float), 1e-300, 1.0) for s in schemes]
+    colors = [COLORS[i % len(COLORS)] for i in range(len(schemes))]
+    fig, (linear, strength) = plt.subplots(1, 2, figsize=(10, 3.2), width_ratios=(1, 1.5))
+    linear.hist(data, bins=np.linspace(0, 1, 21), stacked=True, color=colors, label=schemes)
+    linear.set_xlabel("p-value")
+    linear.set_ylabel("scheme tests")
+    linear.set_title("p-values: flat for unmarked files", loc="left")
+    scores = [-np.log10(d) for d in data]
+    threshold = -math.log10(alpha)
+    top = math.ceil(max(max(float(s.max()) for s in scores), threshold + 2))
+    edges = np.linspace(0, top, min(60, 2 * top) + 1)
+    strength.hist(scores, bins=edges, stacked=True, color=colors, label=schemes, log=True)
+    strength.axvline(threshold, color="#c00", ls="--", lw=0.8)
+    strength.annotate(
+        f" detected: p ≤ {alpha:g}",
+        (threshold, 1.0),
+        xycoords=("data", "axes fraction"),
+        va="top",
+        color="#c00",
+        fontsize=7,
+    )
+    strength.set_xlabel("−log10 p (right: stronger evidence of a mark)")
+    strength.set_title("Evidence", loc="left")
+    strength.legend(fontsize=7, loc="upper right")
     return _svg(fig)

@@ -13,18 +13,22 @@ import io
 import math
 import os
 import time
-from collections.abc import Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from suite import __version__
+from suite.audit.defaults import DEFAULT_ALPHA, MAX_PIXELS
 from suite.report import charts
+from suite.report.checks import MarkCheck, audit_image, file_verdict, mark_check, summarise_audit
 from suite.report.compare import compare_runs
 from suite.report.runs import Run
 
 THUMBNAIL_PX = 160
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 def e(value: Any) -> str:
@@ -44,11 +48,17 @@ def _fmt(value: Any, digits: int = 3) -> str:
 
 
 def thumbnail(path: str | Path, size: int = THUMBNAIL_PX) -> str | None:
-    """A small JPEG of an image as a data URI (None when it cannot be read)."""
+    """A small JPEG of an image as a data URI (None when it cannot be read).
+
+    Downscaled here, once, so the page carries kilobytes per image and the browser decodes no
+    full-size picture.
+    """
     from PIL import Image
 
     try:
         with Image.open(path) as image:
+            if image.width * image.height > MAX_PIXELS:
+                return None  # a decompression bomb, refused as the audit refuses it
             image.draft("RGB", (size, size))
             image.thumbnail((size, size))
             buf = io.BytesIO()
@@ -58,11 +68,13 @@ def thumbnail(path: str | Path, size: int = THUMBNAIL_PX) -> str | None:
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def thumbnails(paths: Sequence[str | Path], workers: int | None = None) -> list[str | None]:
-    if len(paths) < 64:
-        return [thumbnail(p) for p in paths]
-    with ProcessPoolExecutor(max_workers=workers or os.cpu_count()) as pool:
-        return list(pool.map(thumbnail, paths, chunksize=32))
+def parallel_map(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    """`fn` over `items` on every core, in order. Threads suffice: Pillow and OpenCV release the
+    GIL while they decode and resize, and threads need no fork of a process that has run OpenCV."""
+    if len(items) < 8:
+        return [fn(item) for item in items]
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        return list(pool.map(fn, items))
 
 
 def svg_figure(svg: str | None, caption: str, missing: str) -> str:
@@ -84,17 +96,27 @@ def page(title: str, subtitle: str, body: str) -> str:
     )
 
 
-def table(table_id: str, headers: Sequence[tuple[str, bool]], rows: Iterable[str], statuses: Sequence[str] = ()) -> str:
-    """A sortable, filterable table; `headers` are (label, numeric) and `rows` ready-made <tr> elements."""
+def table(
+    table_id: str,
+    headers: Sequence[tuple[str, bool]],
+    rows: Iterable[str],
+    statuses: Sequence[str] = (),
+    picker: str = "status",
+) -> str:
+    """A sortable, filterable table; `headers` are (label, numeric), `rows` ready-made <tr> elements,
+    and `statuses` the values of the rows' data-status the `picker` menu filters on."""
     head = "".join(f'<th class="num">{e(h)}</th>' if num else f"<th>{e(h)}</th>" for h, num in headers)
-    picker = ""
+    menu = ""
     if statuses:
         options = "".join(f'<option value="{e(s)}">{e(s)}</option>' for s in statuses)
-        picker = f'<select data-filter="{table_id}" aria-label="status"><option value="">every status</option>{options}</select>'
+        menu = (
+            f'<select data-filter="{table_id}" aria-label="{e(picker)}">'
+            f'<option value="">every {e(picker)}</option>{options}</select>'
+        )
     body = "".join(rows)
     return (
         f'<div class="controls"><input type="search" placeholder="filter rows…" data-filter="{table_id}" '
-        f'aria-label="filter">{picker}<span class="note" data-count="{table_id}"></span></div>'
+        f'aria-label="filter">{menu}<span class="note" data-count="{table_id}"></span></div>'
         f'<div class="tablewrap"><table class="sortable" id="{table_id}"><thead><tr>{head}</tr></thead>'
         f"<tbody>{body}</tbody></table></div>"
     )
@@ -289,9 +311,32 @@ COMPARE_RULE = (
 )
 
 
-def image_grid(runs: Sequence[Run], limit: int = 120) -> str:
-    from suite.report.checks import watermark_check
+def _tile_data(path: Path) -> tuple[str | None, dict[str, Any]]:
+    return thumbnail(path), audit_image(path)
 
+
+MARK_BADGES = {"as embedded": "v-fits", "too small": "s-skipped", "unreadable": "s-skipped"}
+
+
+def mark_lines(check: MarkCheck) -> str:
+    """The tile's watermark check: verdict, what was embedded and found, p-value, message match."""
+    badge = f'<span class="badge {MARK_BADGES.get(check.verdict, "v-oom")}">{e(check.verdict)}</span>'
+    found = ", ".join(scheme for scheme, _ in check.found) or "none"
+    lines = [f"{badge} embedded {e(check.embedded)} · found {e(found)}"]
+    if check.status != "ok":
+        lines.append(e(check.error))
+    elif check.p_value is not None:
+        which = "p" if check.embedded != "none" else "smallest p"
+        match = ""
+        if check.exact:
+            match = " · message exact"
+        elif check.bit_accuracy is not None:
+            match = f" · {check.bit_accuracy:.0%} of bits match"
+        lines.append(f"{which} = {e(_fmt(check.p_value, 2))}{e(match)}")
+    return "".join(f"<div>{line}</div>" for line in lines)
+
+
+def image_grid(runs: Sequence[Run], limit: int = 120) -> str:
     items = []
     for run in runs:
         for r in run.records:
@@ -300,19 +345,20 @@ def image_grid(runs: Sequence[Run], limit: int = 120) -> str:
     if not items:
         return '<p class="note">No images were generated in these runs.</p>'
     shown = items[:limit]
-    uris = thumbnails([p for _, _, p in shown])
     tiles = []
-    for (run, r, path), uri in zip(shown, uris, strict=True):
-        embedded = (r.get("watermark") or {}).get("scheme", "none")
-        check = watermark_check(path)
+    for (run, r, path), (uri, audit) in zip(shown, parallel_map(_tile_data, [p for _, _, p in shown]), strict=True):
+        check = mark_check(audit, (r.get("watermark") or {}).get("scheme", "none"))
         img = f'<img src="{uri}" alt="{e(path.name)}">' if uri else '<p class="note">unreadable</p>'
         tiles.append(
             f'<div class="tile">{img}<div><b>{e(r["scenario"]["name"])}</b></div>'
-            f"<div>{e(run.environment.get('run_id', ''))}</div>"
-            f"<div>embedded: {e(embedded)}</div><div>check: {e(check)}</div></div>"
+            f"<div>{e(run.environment.get('run_id', ''))}</div>{mark_lines(check)}</div>"
         )
     more = f'<p class="note">{len(items) - limit} more image(s) not shown.</p>' if len(items) > limit else ""
-    return f'<div class="grid">{"".join(tiles)}</div>{more}'
+    note = (
+        '<p class="note">Each image is checked by the audit\'s detector (<code>sdsuite audit</code>): the scheme found, '
+        "its p-value, and whether the decoded bits spell the message exactly (the reference decoder's own test).</p>"
+    )
+    return f'{note}<div class="grid">{"".join(tiles)}</div>{more}'
 
 
 def bench_report(runs: Sequence[Run]) -> str:
@@ -366,67 +412,162 @@ def bench_report(runs: Sequence[Run]) -> str:
 # ---- audits ------------------------------------------------------------------------------------
 
 
-def audit_report(records: Sequence[dict[str, Any]], source: str) -> str:
-    from suite.report.checks import summarise_audit
+AUDIT_THUMBNAIL_PX = 96  # shown 64 CSS pixels wide: sharp on 1.5x screens, ~3 kB each
+MAX_FILE_ROWS = 5000  # beyond this the file table keeps detections and failures first
 
-    summary = summarise_audit(records)
-    count_rows = "".join(
-        f"<tr><td>{e(scheme)}</td><td class='num'>{n_detected}</td><td class='num'>{n_checked}</td></tr>"
-        for scheme, (n_detected, n_checked) in summary["per_scheme"].items()
+
+def resolve(path: str, base: Path) -> Path:
+    """A record's path as the audit saw it: relative to where it ran, which is usually where its
+    JSONL was written, else the current directory."""
+    candidate = Path(path)
+    if candidate.is_absolute() or candidate.exists():
+        return candidate
+    return base / candidate
+
+
+def provenance(meta: Any) -> str:
+    """A line of what the file claims about its origin (untrusted; escaped by the caller)."""
+    if not isinstance(meta, dict):
+        return ""
+    parts = []
+    if meta.get("ai_claims"):
+        parts.append("declares AI: " + ", ".join(map(str, meta["ai_claims"])))
+    for key, label in (("a1111", "A1111"), ("invokeai", "InvokeAI"), ("novelai", "NovelAI")):
+        prompt = (meta.get(key) or {}).get("prompt") if isinstance(meta.get(key), dict) else None
+        if prompt:
+            parts.append(f"{label} prompt: {prompt}")
+    comfy = meta.get("comfyui") if isinstance(meta.get("comfyui"), dict) else {}
+    if comfy.get("models"):
+        parts.append("ComfyUI models: " + ", ".join(map(str, comfy["models"])))
+    software = (meta.get("exif") or {}).get("Software") or (meta.get("xmp") or {}).get("creator_tool")
+    if software:
+        parts.append(f"software: {software}")
+    c2pa = meta.get("c2pa") if isinstance(meta.get("c2pa"), dict) else {}
+    if c2pa.get("claim_generator"):
+        parts.append(f"C2PA: {c2pa['claim_generator']} ({c2pa.get('validation_state') or 'not validated'})")
+    if meta.get("error"):
+        parts.append(f"metadata unreadable: {meta['error']}")
+    text = "; ".join(parts)
+    return text if len(text) <= 300 else text[:299] + "…"
+
+
+VERDICT_BADGES = {"error": "s-error", "too_small": "s-skipped", "none": "s-none"}
+
+
+def _file_row(r: dict[str, Any], uri: str | None) -> str:
+    """One audited file: thumbnail, path, verdict, the strongest test's p-value, bits and message."""
+    marks = [m for m in r.get("watermarks") or [] if m.get("p_value") is not None]
+    found = [m for m in marks if m.get("detected")]
+    verdict = file_verdict(r)
+    best = min(found or marks, key=lambda m: m["p_value"], default=None)
+    p_cell = "<td></td>"
+    if best is not None:
+        text = _fmt(best["p_value"], 2) + ("" if found else f" ({best['scheme']})")
+        p_cell = f'<td class="num" data-v="{best["p_value"]!r}">{e(text)}</td>'
+    accuracy = f"{found[0]['bit_accuracy']:.0%}" if found and found[0].get("bit_accuracy") is not None else ""
+    decoded = found[0].get("decoded") if found else None
+    message = f"{decoded}{' (exact)' if found[0].get('exact') else ''}" if decoded else ""
+    img = f'<img src="{uri}" alt="" loading="lazy" decoding="async" width="64">' if uri else ""
+    size = f"{r['width']}x{r['height']}" if r.get("width") else ""
+    reason = "" if r.get("status") == "ok" else ": ".join(x for x in (r.get("error_kind"), r.get("error")) if x)
+    return (
+        f'<tr data-status="{e(verdict)}"><td>{img}</td><td class="mono path">{e(r.get("path"))}</td>'
+        f'<td data-v="{e(verdict)}"><span class="badge {VERDICT_BADGES.get(verdict, "s-ok")}">{e(verdict)}</span></td>'
+        f"<td>{e(size)}</td>{p_cell}<td class='num'>{e(accuracy)}</td><td class='mono'>{e(message)}</td>"
+        f'<td class="reason">{e(provenance(r.get("metadata")))}</td><td class="reason">{e(reason)}</td></tr>'
     )
-    status_line = " ".join(f"<span>{_badge(k)} {n}</span>" for k, n in summary["status"].items())
-    pvalues = [w["p_value"] for r in records for w in r.get("watermarks") or [] if w.get("p_value") is not None]
-    errors = [r for r in records if r.get("status") != "ok"]
+
+
+def _rows_to_list(records: Sequence[dict[str, Any]]) -> list[int]:
+    """Which records the file table lists: all, or past MAX_FILE_ROWS detections and failures first."""
+    if len(records) <= MAX_FILE_ROWS:
+        return list(range(len(records)))
+    ranked = sorted(range(len(records)), key=lambda i: file_verdict(records[i]) == "none")
+    return sorted(ranked[:MAX_FILE_ROWS])
+
+
+def audit_report(records: Sequence[dict[str, Any]], source: str, base: Path) -> str:
+    """The report of an audit's records: counts, p-values, failures, and every file with its thumbnail."""
+    summary = summarise_audit(list(records))
+    scheme_rows = "".join(
+        f"<tr><td>{e(scheme)}</td><td class='num'>{c.detected:,}</td><td class='num'>{c.not_detected:,}</td>"
+        f"<td class='num'>{c.detected / c.checked:.1%}</td><td class='num'>{c.exact:,}</td>"
+        f"{_td(c.min_p, True, 2)}</tr>"
+        for scheme, c in summary["per_scheme"].items()
+    )
+    status_line = " ".join(f"<span>{_badge(k)} {n:,}</span>" for k, n in sorted(summary["status"].items()))
+    by_scheme: dict[str, list[float]] = {}
+    for r in records:
+        for m in r.get("watermarks") or []:
+            if m.get("p_value") is not None:
+                by_scheme.setdefault(m["scheme"], []).append(m["p_value"])
+    failed = [r for r in records if r.get("status") != "ok"]
+    kinds = ", ".join(f"{kind} {n:,}" for kind, n in summary["error_kinds"].most_common())
     error_rows = [
-        f'<tr data-status="{e(r.get("status"))}"><td class="mono">{e(r.get("path"))}</td>'
-        f"<td>{_badge('error' if r.get('status') == 'error' else 'skipped')} {e(r.get('status'))}</td>"
-        f'<td class="reason">{e(r.get("error"))}</td></tr>'
-        for r in errors
+        f'<tr data-status="{e(r.get("status"))}"><td class="mono path">{e(r.get("path"))}</td>'
+        f"<td>{_badge('skipped' if r.get('status') == 'too_small' else 'error')} {e(r.get('status'))}</td>"
+        f"<td>{e(r.get('error_kind') or '')}</td><td class='reason'>{e(r.get('error'))}</td></tr>"
+        for r in failed
     ]
-    paths = [r.get("path", "") for r in records]
-    uris = thumbnails([p for p in paths])
-    file_rows = []
-    for r, uri in zip(records, uris, strict=True):
-        found = [w for w in r.get("watermarks") or [] if w.get("detected")]
-        verdict = ", ".join(f"{w['scheme']} (p={w['p_value']:.2g})" for w in found) if found else "none"
-        best = min((w.get("p_value") for w in r.get("watermarks") or [] if w.get("p_value") is not None), default=None)
-        meta = r.get("metadata") or {}
-        meta_text = (
-            "; ".join(f"{k}: {v}" for k, v in meta.items() if v)[:300] if isinstance(meta, dict) else str(meta)[:300]
-        )
-        img = f'<img src="{uri}" alt="" loading="lazy" width="64">' if uri else ""
-        file_rows.append(
-            f'<tr data-status="{e(r.get("status"))}"><td>{img}</td><td class="mono">{e(r.get("path"))}</td>'
-            f"<td>{_badge(r.get('status', 'error') if r.get('status') == 'ok' else 'error')} {e(r.get('status'))}</td>"
-            f"{_td(r.get('width'), True)}{_td(r.get('height'), True)}<td>{e(verdict)}</td>{_td(best, True)}"
-            f'<td class="reason">{e(meta_text)}</td></tr>'
-        )
+    listed = _rows_to_list(records)
+    uris = parallel_map(
+        lambda i: (
+            thumbnail(resolve(records[i]["path"], base), AUDIT_THUMBNAIL_PX)
+            if records[i].get("status") != "error"
+            else None
+        ),
+        listed,
+    )
+    file_rows = [_file_row(records[i], uri) for i, uri in zip(listed, uris, strict=True)]
+    unlisted = (
+        f'<p class="note">{len(records) - len(listed):,} files without a detection or failure are not listed '
+        f"(the table keeps {MAX_FILE_ROWS:,} rows); every record is in {e(source)}.</p>"
+        if len(listed) < len(records)
+        else ""
+    )
     file_headers = (
         ("", False),
         ("path", False),
-        ("status", False),
-        ("width", True),
-        ("height", True),
-        ("watermark", False),
-        ("min p", True),
-        ("metadata", False),
+        ("verdict", False),
+        ("size", False),
+        ("smallest p", True),
+        ("bits match", True),
+        ("decoded message", False),
+        ("provenance claims", False),
+        ("reason", False),
     )
+    verdict_names = sorted(summary["verdicts"], key=lambda v: (v in ("none", "too_small", "error"), v))
     body = [
         "<h2>Summary</h2>",
-        f'<p class="counts">{len(records)} file(s): {status_line}</p>',
-        '<div class="tablewrap"><table><thead><tr><th>scheme</th><th>detected</th><th>checked</th></tr></thead>'
-        f"<tbody>{count_rows}</tbody></table></div>",
+        f'<p class="counts">{len(records):,} file(s): {status_line}</p>',
+        '<div class="row">',
+        svg_figure(charts.verdicts(dict(summary["verdicts"])), "Files by verdict", "No files in this audit."),
+        '<div><div class="tablewrap"><table><thead><tr><th>scheme</th><th class="num">detected</th>'
+        '<th class="num">not detected</th><th class="num">share</th><th class="num">message exact</th>'
+        f'<th class="num">smallest p</th></tr></thead><tbody>{scheme_rows}</tbody></table></div>'
+        '<p class="note">A scheme is detected when its p-value is at or below the audit\'s <code>--alpha</code> '
+        f"(default {DEFAULT_ALPHA:g}); <em>message exact</em> counts detections whose decoded bits also spell "
+        "the message, the reference decoder's own (brittle) test. Files that were too small or failed are "
+        "not tested.</p></div></div>",
         svg_figure(
-            charts.histogram(pvalues, "p-value (log scale)", "p-values of every scheme checked", log=True),
-            "Distribution of p-values: watermarked files sit far left",
-            "No p-values in this audit.",
+            charts.pvalues(by_scheme, DEFAULT_ALPHA),
+            "p-value of every scheme tested in every file",
+            "No scheme was tested in this audit.",
         ),
-        "<h2>Errors</h2>",
-        table("audit-errors", (("path", False), ("status", False), ("reason", False)), error_rows)
-        if errors
-        else '<p class="note">No file failed.</p>',
+        "<h2>Not audited</h2>",
+        (
+            f'<p class="note">{sum(summary["error_kinds"].values()):,} file(s) could not be audited'
+            f"{f' ({e(kinds)})' if kinds else ''}; {summary['status'].get('too_small', 0):,} too small to carry "
+            "a mark (the reference needs 256x256 pixels).</p>"
+            + table(
+                "audit-errors", (("path", False), ("status", False), ("kind", False), ("reason", False)), error_rows
+            )
+        )
+        if failed
+        else '<p class="note">Every file was audited.</p>',
         "<h2>Files</h2>",
-        table("audit-files", file_headers, file_rows, ("ok", "too_small", "error")),
+        table("audit-files", file_headers, file_rows, verdict_names, "verdict"),
+        unlisted,
     ]
     subtitle = f"{source} · generated {time.strftime('%Y-%m-%d %H:%M')} by sdsuite {__version__}"
     return page("sdsuite audit report", subtitle, "".join(body))
