@@ -13,6 +13,7 @@ import io
 import math
 import os
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
@@ -345,16 +346,21 @@ def image_grid(runs: Sequence[Run], limit: int = 120) -> str:
     if not items:
         return '<p class="note">No images were generated in these runs.</p>'
     shown = items[:limit]
-    tiles = []
+    tiles, verdicts = [], Counter()
     for (run, r, path), (uri, audit) in zip(shown, parallel_map(_tile_data, [p for _, _, p in shown]), strict=True):
         check = mark_check(audit, (r.get("watermark") or {}).get("scheme", "none"))
+        verdicts[check.verdict] += 1
         img = f'<img src="{uri}" alt="{e(path.name)}">' if uri else '<p class="note">unreadable</p>'
         tiles.append(
             f'<div class="tile">{img}<div><b>{e(r["scenario"]["name"])}</b></div>'
             f"<div>{e(run.environment.get('run_id', ''))}</div>{mark_lines(check)}</div>"
         )
     more = f'<p class="note">{len(items) - limit} more image(s) not shown.</p>' if len(items) > limit else ""
+    counts = " ".join(
+        f'<span><span class="badge {MARK_BADGES.get(v, "v-oom")}">{e(v)}</span> {n}</span>' for v, n in verdicts.items()
+    )
     note = (
+        f'<p class="counts">Watermark check of {len(shown)} image(s): {counts}</p>'
         '<p class="note">Each image is checked by the audit\'s detector (<code>sdsuite audit</code>): the scheme found, '
         "its p-value, and whether the decoded bits spell the message exactly (the reference decoder's own test).</p>"
     )
@@ -451,7 +457,7 @@ def provenance(meta: Any) -> str:
     return text if len(text) <= 300 else text[:299] + "…"
 
 
-VERDICT_BADGES = {"error": "s-error", "too_small": "s-skipped", "none": "s-none"}
+VERDICT_BADGES = {"error": "s-error", "too_small": "s-too_small", "none": "s-none"}
 
 
 def _file_row(r: dict[str, Any], uri: str | None) -> str:
@@ -495,7 +501,11 @@ def audit_report(records: Sequence[dict[str, Any]], source: str, base: Path) -> 
         f"{_td(c.min_p, True, 2)}</tr>"
         for scheme, c in summary["per_scheme"].items()
     )
-    status_line = " ".join(f"<span>{_badge(k)} {n:,}</span>" for k, n in sorted(summary["status"].items()))
+    order = ("ok", "too_small", "error")
+    status_line = " ".join(
+        f"<span>{_badge(k)} {summary['status'][k]:,}</span>"
+        for k in sorted(summary["status"], key=lambda k: order.index(k) if k in order else len(order))
+    )
     by_scheme: dict[str, list[float]] = {}
     for r in records:
         for m in r.get("watermarks") or []:
@@ -505,7 +515,7 @@ def audit_report(records: Sequence[dict[str, Any]], source: str, base: Path) -> 
     kinds = ", ".join(f"{kind} {n:,}" for kind, n in summary["error_kinds"].most_common())
     error_rows = [
         f'<tr data-status="{e(r.get("status"))}"><td class="mono path">{e(r.get("path"))}</td>'
-        f"<td>{_badge('skipped' if r.get('status') == 'too_small' else 'error')} {e(r.get('status'))}</td>"
+        f"<td>{_badge(r.get('status') or 'error')}</td>"
         f"<td>{e(r.get('error_kind') or '')}</td><td class='reason'>{e(r.get('error'))}</td></tr>"
         for r in failed
     ]
