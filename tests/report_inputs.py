@@ -9,6 +9,7 @@ bad files a real crawl has.
 from __future__ import annotations
 
 import json
+from functools import cache
 from pathlib import Path
 
 import audit_corpus
@@ -112,7 +113,6 @@ def write_run(root: Path, scenarios: int = 30, seed: int = 0) -> Path:
         "datasheet_tflops_fp16": 989.4,
     }
     (run_dir / "environment.json").write_text(json.dumps(environment, indent=1))
-    photos = [audit_corpus.photo(name) for name in audit_corpus.PHOTOS[:4]]
     store = ResultsStore(run_dir)
     store.open()
     for i, (scenario, step_s, vram) in enumerate(_scenarios(scenarios)):
@@ -130,7 +130,7 @@ def write_run(root: Path, scenarios: int = 30, seed: int = 0) -> Path:
         }
         if status == "ok":
             record.update(_measurements(scenario, step_s, vram, rng))
-            record["images"] = _images(run_dir, scenario, photos[i % len(photos)])
+            record["images"] = _images(run_dir, scenario, audit_corpus.PHOTOS[i % 4])
             scheme = SCHEME_OF_MODEL[scenario.model]
             record["watermark"] = {"scheme": scheme, "marked": scenario.batch, "too_small": 0}
         store.append(record)
@@ -188,10 +188,15 @@ def _measurements(scenario: Scenario, step_s: float, vram: float, rng: np.random
     }
 
 
-def _images(run_dir: Path, scenario: Scenario, photo: Image.Image) -> list[str]:
+@cache
+def _marked(photo: str, size: int, scheme: str) -> Image.Image:
+    return embed(audit_corpus.fit(audit_corpus.photo(photo), (size, size)), scheme)
+
+
+def _images(run_dir: Path, scenario: Scenario, photo: str) -> list[str]:
     """The scenario's outputs at their real size, marked as the model's scripts mark them."""
     size = scenario.width * 4 if scenario.task == "upscale" else scenario.width
-    marked = embed(audit_corpus.fit(photo, (size, size)), SCHEME_OF_MODEL[scenario.model])
+    marked = _marked(photo, size, SCHEME_OF_MODEL[scenario.model])
     out = []
     for i in range(scenario.batch):
         rel = f"images/{scenario.name}-{i}.png"

@@ -190,7 +190,10 @@ def steps(runs: Sequence[Run], max_lines: int = 12) -> str | None:
             lines.append((name, median))
     if not lines:
         return None
-    lines = lines[:max_lines]
+    title = "Time per step (median over repeats)"
+    if len(lines) > max_lines:
+        title += f": the first {max_lines} of {len(lines)} scenarios"
+        lines = lines[:max_lines]
     fig, ax = plt.subplots(figsize=(8, 3.6))
     for i, (name, median) in enumerate(lines):
         ax.plot(
@@ -201,7 +204,7 @@ def steps(runs: Sequence[Run], max_lines: int = 12) -> str | None:
         ax.set_yscale("log")
     ax.set_xlabel("denoising step")
     ax.set_ylabel("seconds")
-    ax.set_title("Time per step (median over repeats)", loc="left")
+    ax.set_title(title, loc="left")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return _svg(fig)
 
