@@ -431,6 +431,21 @@ def resolve(path: str, base: Path) -> Path:
     return base / candidate
 
 
+# Where each generator's metadata keeps its prompt (suite.audit.metadata's fields).
+PROMPT_FIELDS = (
+    ("a1111", "prompt", "A1111"),
+    ("comfyui", "prompts", "ComfyUI"),
+    ("invokeai", "positive_prompt", "InvokeAI"),
+    ("invokeai", "prompt", "InvokeAI"),
+    ("novelai", "prompt", "NovelAI"),
+)
+
+
+def _field(meta: dict[str, Any], section: str, key: str) -> Any:
+    part = meta.get(section)
+    return part.get(key) if isinstance(part, dict) else None
+
+
 def provenance(meta: Any) -> str:
     """A line of what the file claims about its origin (untrusted; escaped by the caller)."""
     if not isinstance(meta, dict):
@@ -438,19 +453,21 @@ def provenance(meta: Any) -> str:
     parts = []
     if meta.get("ai_claims"):
         parts.append("declares AI: " + ", ".join(map(str, meta["ai_claims"])))
-    for key, label in (("a1111", "A1111"), ("invokeai", "InvokeAI"), ("novelai", "NovelAI")):
-        prompt = (meta.get(key) or {}).get("prompt") if isinstance(meta.get(key), dict) else None
+    for section, key, label in PROMPT_FIELDS:
+        prompt = _field(meta, section, key)
         if prompt:
-            parts.append(f"{label} prompt: {prompt}")
-    comfy = meta.get("comfyui") if isinstance(meta.get("comfyui"), dict) else {}
-    if comfy.get("models"):
-        parts.append("ComfyUI models: " + ", ".join(map(str, comfy["models"])))
-    software = (meta.get("exif") or {}).get("Software") or (meta.get("xmp") or {}).get("creator_tool")
+            parts.append(f"{label} prompt: {prompt[0] if isinstance(prompt, list) else prompt}")
+            break
+    if _field(meta, "comfyui", "models"):
+        parts.append("models: " + ", ".join(map(str, meta["comfyui"]["models"])))
+    software = (
+        _field(meta, "exif", "Software") or _field(meta, "text", "Software") or _field(meta, "xmp", "creator_tool")
+    )
     if software:
         parts.append(f"software: {software}")
-    c2pa = meta.get("c2pa") if isinstance(meta.get("c2pa"), dict) else {}
-    if c2pa.get("claim_generator"):
-        parts.append(f"C2PA: {c2pa['claim_generator']} ({c2pa.get('validation_state') or 'not validated'})")
+    generator = _field(meta, "c2pa", "claim_generator")
+    if generator:
+        parts.append(f"C2PA: {generator} ({_field(meta, 'c2pa', 'validation_state') or 'not validated'})")
     if meta.get("error"):
         parts.append(f"metadata unreadable: {meta['error']}")
     text = "; ".join(parts)
@@ -469,7 +486,7 @@ def _file_row(r: dict[str, Any], uri: str | None) -> str:
     p_cell = "<td></td>"
     if best is not None:
         text = _fmt(best["p_value"], 2) + ("" if found else f" ({best['scheme']})")
-        p_cell = f'<td class="num" data-v="{best["p_value"]!r}">{e(text)}</td>'
+        p_cell = f'<td class="num" data-v="{e(repr(best["p_value"]))}">{e(text)}</td>'
     accuracy = f"{found[0]['bit_accuracy']:.0%}" if found and found[0].get("bit_accuracy") is not None else ""
     decoded = found[0].get("decoded") if found else None
     message = f"{decoded}{' (exact)' if found[0].get('exact') else ''}" if decoded else ""
