@@ -8,6 +8,7 @@ bad files a real crawl has.
 
 from __future__ import annotations
 
+import io
 import json
 from functools import cache
 from pathlib import Path
@@ -230,7 +231,9 @@ def write_audit_folder(folder: Path, files: int, hostile_name: str = "") -> list
     for i in range(files):
         path = folder / f"{i:05d}.png"
         if i % 100 == 7:
-            path.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4)  # a PNG cut off after its signature
+            buffer = io.BytesIO()
+            bases[0].save(buffer, "PNG", compress_level=1)
+            path.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])  # a download cut off halfway
         elif i % 50 == 5:
             Image.new("RGB", (200, 150), (40, 90, 160)).save(path)
         else:
