@@ -305,40 +305,46 @@ def tflops(runs: Sequence[Run]) -> str | None:
 VERDICT_COLORS = {"none": "#bdbdbd", "too_small": "#d4a72c", "error": "#cf222e"}
 
 
-def verdicts(counts: dict[str, int]) -> str | None:
-    """Files per verdict: each scheme found, none, too small, error."""
+def scheme_colors(schemes: Sequence[str]) -> dict[str, Any]:
+    """One colour per scheme, the same in every chart of a report."""
+    return {scheme: COLORS[i % len(COLORS)] for i, scheme in enumerate(schemes)}
+
+
+def verdicts(counts: dict[str, int], schemes: Sequence[str]) -> str | None:
+    """Files per verdict: each scheme found (in `schemes` order; combinations after), none, too small, error."""
     if not counts:
         return None
-    found = sorted((k for k in counts if k not in VERDICT_COLORS), key=lambda k: -counts[k])
+    colors = {**scheme_colors(schemes), **VERDICT_COLORS}
+    rank = {scheme: i for i, scheme in enumerate(schemes)}
+    found = sorted((k for k in counts if k not in VERDICT_COLORS), key=lambda k: (rank.get(k, len(rank)), k))
     order = found + [k for k in VERDICT_COLORS if k in counts]
     fig, ax = plt.subplots(figsize=(6, _height(len(order))))
     y = np.arange(len(order))
     values = [counts[k] for k in order]
-    colors = [VERDICT_COLORS.get(k, COLORS[i % len(COLORS)]) for i, k in enumerate(order)]
-    ax.barh(y, values, color=colors)
+    ax.barh(y, values, color=[colors.get(k, "#6a51a3") for k in order])
     for pos, value in zip(y, values, strict=True):
         ax.annotate(f" {value:,}", (value, pos), va="center", fontsize=8)
     ax.set_yticks(y, [k.replace("_", " ") for k in order])
     ax.invert_yaxis()
     ax.set_xlabel("files")
     ax.set_xlim(0, max(values) * 1.15)
-    ax.set_title("Files by verdict", loc="left")
     return _svg(fig)
 
 
 def pvalues(by_scheme: dict[str, list[float]], alpha: float) -> str | None:
-    """Each scheme's p-values twice: on [0, 1], where unmarked files spread evenly if the test is
-    calibrated, and as -log10 p, where marked files stand far past the threshold."""
+    """Each scheme's p-values twice: on [0, 1], where unmarked files spread out, and as -log10 p,
+    where marked files stand far past the threshold."""
     schemes = [s for s, values in by_scheme.items() if values]
     if not schemes:
         return None
     data = [np.clip(np.asarray(by_scheme[s], dtype=float), 1e-300, 1.0) for s in schemes]
-    colors = [COLORS[i % len(COLORS)] for i in range(len(schemes))]
+    palette = scheme_colors(list(by_scheme))
+    colors = [palette[s] for s in schemes]
     fig, (linear, strength) = plt.subplots(1, 2, figsize=(10, 3.2), width_ratios=(1, 1.5))
     linear.hist(data, bins=np.linspace(0, 1, 21), stacked=True, color=colors, label=schemes)
     linear.set_xlabel("p-value")
     linear.set_ylabel("scheme tests")
-    linear.set_title("p-values: flat for unmarked files", loc="left")
+    linear.set_title("p-values", loc="left")
     scores = [-np.log10(d) for d in data]
     threshold = -math.log10(alpha)
     top = math.ceil(max(max(float(s.max()) for s in scores), threshold + 2))
@@ -354,6 +360,7 @@ def pvalues(by_scheme: dict[str, list[float]], alpha: float) -> str | None:
         fontsize=7,
     )
     strength.set_xlabel("−log10 p (right: stronger evidence of a mark)")
-    strength.set_title("Evidence", loc="left")
+    strength.set_ylabel("scheme tests (log scale)")
+    strength.set_title("Strength of the evidence", loc="left")
     strength.legend(fontsize=7, loc="upper right")
     return _svg(fig)

@@ -493,11 +493,14 @@ def _file_row(r: dict[str, Any], uri: str | None) -> str:
     img = f'<img src="{uri}" alt="" loading="lazy" decoding="async" width="64">' if uri else ""
     size = f"{r['width']}x{r['height']}" if r.get("width") else ""
     reason = "" if r.get("status") == "ok" else ": ".join(x for x in (r.get("error_kind"), r.get("error")) if x)
+    meta = dict(r.get("metadata") or {})
+    if r.get("status") == "error":
+        meta.pop("error", None)  # the reason column says why the file could not be read
     return (
         f'<tr data-status="{e(verdict)}"><td>{img}</td><td class="mono path">{e(r.get("path"))}</td>'
         f'<td data-v="{e(verdict)}"><span class="badge {VERDICT_BADGES.get(verdict, "s-ok")}">{e(verdict)}</span></td>'
         f"<td>{e(size)}</td>{p_cell}<td class='num'>{e(accuracy)}</td><td class='mono'>{e(message)}</td>"
-        f'<td class="reason">{e(provenance(r.get("metadata")))}</td><td class="reason">{e(reason)}</td></tr>'
+        f'<td class="reason">{e(provenance(meta))}</td><td class="reason">{e(reason)}</td></tr>'
     )
 
 
@@ -568,7 +571,11 @@ def audit_report(records: Sequence[dict[str, Any]], source: str, base: Path) -> 
         "<h2>Summary</h2>",
         f'<p class="counts">{len(records):,} file(s): {status_line}</p>',
         '<div class="row">',
-        svg_figure(charts.verdicts(dict(summary["verdicts"])), "Files by verdict", "No files in this audit."),
+        svg_figure(
+            charts.verdicts(dict(summary["verdicts"]), list(summary["per_scheme"])),
+            "Files by verdict: the scheme(s) detected, none, too small to carry a mark, or unreadable",
+            "No files in this audit.",
+        ),
         '<div><div class="tablewrap"><table><thead><tr><th>scheme</th><th class="num">detected</th>'
         '<th class="num">not detected</th><th class="num">share</th><th class="num">message exact</th>'
         f'<th class="num">smallest p</th></tr></thead><tbody>{scheme_rows}</tbody></table></div>'
@@ -578,7 +585,9 @@ def audit_report(records: Sequence[dict[str, Any]], source: str, base: Path) -> 
         "not tested.</p></div></div>",
         svg_figure(
             charts.pvalues(by_scheme, DEFAULT_ALPHA),
-            "p-value of every scheme tested in every file",
+            "The p-value of every scheme tested in every file. Left: unmarked files spread over [0, 1] "
+            "(piling up at 1, as p-values are corrected over channel orders); right: marked files stand "
+            "past the threshold.",
             "No scheme was tested in this audit.",
         ),
         "<h2>Not audited</h2>",
