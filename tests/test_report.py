@@ -99,8 +99,9 @@ def test_table_sorts_and_filters(browser, report):
     page.select_option('select[data-filter="scenarios"]', "")
     header = page.locator("#scenarios thead th", has_text="s/image")
     header.click()
+    column = page.eval_on_selector_all("#scenarios thead th", "ths => ths.map(t => t.textContent)").index("s/image")
     values = page.eval_on_selector_all(
-        "#scenarios tbody tr", "rows => rows.map(r => r.cells[14].getAttribute('data-v')).filter(v => v)"
+        "#scenarios tbody tr", f"rows => rows.map(r => r.cells[{column}].getAttribute('data-v')).filter(v => v)"
     )
     assert values == sorted(values, key=float)
 

@@ -17,6 +17,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from suite.report.runs import Run
 from suite.results import STAGES
@@ -202,6 +203,11 @@ def steps(runs: Sequence[Run], max_lines: int = 12) -> str | None:
     values = np.concatenate([m for _, m in lines])
     if values.min() > 0 and values.max() / values.min() > 20:
         ax.set_yscale("log")
+        # 0.2, 0.5, 1, 2, 5 rather than 2x10^-1, and not every minor tick
+        plain = FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "125" else "")
+        ax.yaxis.set_major_formatter(plain)
+        ax.yaxis.set_minor_formatter(plain)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("denoising step")
     ax.set_ylabel("seconds")
     ax.set_title(title, loc="left")
@@ -290,13 +296,14 @@ def tflops(runs: Sequence[Run]) -> str | None:
     for run in runs:
         for precision, value in (run.environment.get("peak_tflops") or {}).items():
             if value and not math.isnan(value):
-                peaks.append((value, f"{precision} peak (measured) · {run.label}"))
+                which = "" if len(runs) == 1 else f" · {run.environment.get('run_id', run.path.name)}"
+                peaks.append((value, f"{precision} peak{which}"))
     top = max(v for _, vals in series for v in vals if v)
     fig = _bars(
         names,
         [(label, vals, None) for label, vals in series],
         "achieved UNet TFLOP/s (flop count / median step time)",
-        "Achieved compute against the measured peak",
+        "Achieved compute against the measured peak (dashed)",
         lines=[p for p in peaks if p[0] <= top * 20],
     )
     return _svg(fig)

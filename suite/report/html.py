@@ -184,21 +184,13 @@ def machine_card(run: Run) -> str:
     )
 
 
+# What a reader looks for first (which scenario, its outcome and why, its speed) comes first; the
+# configuration follows, so the table needs no sideways scrolling for the answer.
 SCENARIO_COLUMNS = (
     ("run", "run", False),
     ("scenario", "scenario", False),
-    ("family", "family", False),
-    ("model", "model", False),
-    ("task", "task", False),
-    ("device", "device", False),
-    ("precision", "precision", False),
-    ("memory_mode", "memory mode", False),
-    ("techniques", "techniques", False),
-    ("size", "size", False),
-    ("steps", "steps", True),
-    ("batch", "batch", True),
-    ("vram_budget_gib", "budget GiB", True),
     ("status", "status", False),
+    ("error", "reason", False),
     ("s_per_image", "s/image", True),
     ("latency_s_p90", "p90 s", True),
     ("it_per_s", "it/s", True),
@@ -214,7 +206,17 @@ SCENARIO_COLUMNS = (
     ("achieved_tflops", "TFLOP/s", True),
     ("pct_of_peak", "% peak", True),
     ("quality", "quality", False),
-    ("error", "reason", False),
+    ("family", "family", False),
+    ("model", "model", False),
+    ("task", "task", False),
+    ("device", "device", False),
+    ("precision", "precision", False),
+    ("memory_mode", "memory mode", False),
+    ("techniques", "techniques", False),
+    ("size", "size", False),
+    ("steps", "steps", True),
+    ("batch", "batch", True),
+    ("vram_budget_gib", "budget GiB", True),
 )
 
 
@@ -239,7 +241,7 @@ def scenario_rows(runs: Sequence[Run]) -> list[str]:
                         f'<td class="reason"><span class="badge q-broken">broken</span> {e(str(value)[7:])}</td>'
                     )
                 elif key == "error":
-                    cells.append(f'<td class="reason">{e(value)}</td>')
+                    cells.append(f'<td class="reason short">{e(value)}</td>')
                 else:
                     cells.append(_td(value, numeric))
             out.append(f'<tr data-status="{e(row["status"])}">{"".join(cells)}</tr>')
@@ -323,7 +325,7 @@ def mark_lines(check: MarkCheck) -> str:
     """The tile's watermark check: verdict, what was embedded and found, p-value, message match."""
     badge = f'<span class="badge {MARK_BADGES.get(check.verdict, "v-oom")}">{e(check.verdict)}</span>'
     found = ", ".join(scheme for scheme, _ in check.found) or "none"
-    lines = [f"{badge} embedded {e(check.embedded)} · found {e(found)}"]
+    lines = [badge, f"embedded {e(check.embedded)} · found {e(found)}"]
     if check.status != "ok":
         lines.append(e(check.error))
     elif check.p_value is not None:
