@@ -42,6 +42,15 @@ def _svg(fig) -> str:
     return buf.getvalue()
 
 
+# 0.2, 0.5, 1, 2, 5 rather than 2x10^-1 (no mathtext to typeset), and not every minor tick
+_PLAIN = FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "125" else "")
+
+
+def _plain_log_ticks(axis) -> None:
+    axis.set_major_formatter(_PLAIN)
+    axis.set_minor_formatter(_PLAIN)
+
+
 def _ok(run: Run) -> list[dict[str, Any]]:
     return [r for r in run.records if r["status"] == "ok" and r.get("latency_s")]
 
@@ -203,10 +212,7 @@ def steps(runs: Sequence[Run], max_lines: int = 12) -> str | None:
     values = np.concatenate([m for _, m in lines])
     if values.min() > 0 and values.max() / values.min() > 20:
         ax.set_yscale("log")
-        # 0.2, 0.5, 1, 2, 5 rather than 2x10^-1, and not every minor tick
-        plain = FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "125" else "")
-        ax.yaxis.set_major_formatter(plain)
-        ax.yaxis.set_minor_formatter(plain)
+        _plain_log_ticks(ax.yaxis)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("denoising step")
     ax.set_ylabel("seconds")
@@ -357,6 +363,7 @@ def pvalues(by_scheme: dict[str, list[float]], alpha: float) -> str | None:
     top = math.ceil(max(max(float(s.max()) for s in scores), threshold + 2))
     edges = np.linspace(0, top, min(60, 2 * top) + 1)
     strength.hist(scores, bins=edges, stacked=True, color=colors, label=schemes, log=True)
+    _plain_log_ticks(strength.yaxis)
     strength.axvline(threshold, color="#c00", ls="--", lw=0.8)
     strength.annotate(
         f" detected: p ≤ {alpha:g}",

@@ -14,11 +14,11 @@ import math
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from suite import __version__
 from suite.audit.defaults import DEFAULT_ALPHA, MAX_PIXELS
@@ -28,8 +28,6 @@ from suite.report.compare import compare_runs
 from suite.report.runs import Run
 
 THUMBNAIL_PX = 160
-T = TypeVar("T")
-R = TypeVar("R")
 
 
 def e(value: Any) -> str:
@@ -69,13 +67,11 @@ def thumbnail(path: str | Path, size: int = THUMBNAIL_PX) -> str | None:
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def parallel_map(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
-    """`fn` over `items` on every core, in order. Threads suffice: Pillow and OpenCV release the
-    GIL while they decode and resize, and threads need no fork of a process that has run OpenCV."""
-    if len(items) < 8:
-        return [fn(item) for item in items]
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        return list(pool.map(fn, items))
+def image_pool() -> ThreadPoolExecutor:
+    """Threads that read images while the main thread draws the charts. Threads suffice: Pillow
+    and OpenCV release the GIL while they decode and resize, and a thread needs no fork of a
+    process that has run OpenCV."""
+    return ThreadPoolExecutor(max_workers=os.cpu_count() or 1)
 
 
 def svg_figure(svg: str | None, caption: str, missing: str) -> str:
@@ -339,17 +335,23 @@ def mark_lines(check: MarkCheck) -> str:
     return "".join(f"<div>{line}</div>" for line in lines)
 
 
-def image_grid(runs: Sequence[Run], limit: int = 120) -> str:
-    items = []
-    for run in runs:
-        for r in run.records:
-            for rel in r.get("images") or []:
-                items.append((run, r, run.path / rel))
+GRID_LIMIT = 120  # thumbnails in a bench report's image grid
+
+
+def grid_items(runs: Sequence[Run]) -> list[tuple[Run, dict[str, Any], Path]]:
+    """Every generated image: its run, its scenario's record and its path."""
+    return [(run, r, run.path / rel) for run in runs for r in run.records for rel in r.get("images") or []]
+
+
+def image_grid(
+    items: Sequence[tuple[Run, dict[str, Any], Path]], checked: Iterator[tuple[str | None, dict[str, Any]]]
+) -> str:
+    """Thumbnails with their watermark check; `checked` yields `_tile_data` of the first GRID_LIMIT items."""
     if not items:
         return '<p class="note">No images were generated in these runs.</p>'
-    shown = items[:limit]
+    shown = items[:GRID_LIMIT]
     tiles, verdicts = [], Counter()
-    for (run, r, path), (uri, audit) in zip(shown, parallel_map(_tile_data, [p for _, _, p in shown]), strict=True):
+    for (run, r, path), (uri, audit) in zip(shown, checked, strict=True):
         check = mark_check(audit, (r.get("watermark") or {}).get("scheme", "none"))
         verdicts[check.verdict] += 1
         img = f'<img src="{uri}" alt="{e(path.name)}">' if uri else '<p class="note">unreadable</p>'
@@ -357,7 +359,8 @@ def image_grid(runs: Sequence[Run], limit: int = 120) -> str:
             f'<div class="tile">{img}<div><b>{e(r["scenario"]["name"])}</b></div>'
             f"<div>{e(run.environment.get('run_id', ''))}</div>{mark_lines(check)}</div>"
         )
-    more = f'<p class="note">{len(items) - limit} more image(s) not shown.</p>' if len(items) > limit else ""
+    left = len(items) - len(shown)
+    more = f'<p class="note">{left} more image(s) not shown.</p>' if left else ""
     counts = " ".join(
         f'<span><span class="badge {MARK_BADGES.get(v, "v-oom")}">{e(v)}</span> {n}</span>' for v, n in verdicts.items()
     )
@@ -370,6 +373,17 @@ def image_grid(runs: Sequence[Run], limit: int = 120) -> str:
 
 
 def bench_report(runs: Sequence[Run]) -> str:
+    items = grid_items(runs)
+    with image_pool() as pool:
+        checked = pool.map(_tile_data, [path for _, _, path in items[:GRID_LIMIT]])  # read while charts are drawn
+        return page("sdsuite bench report", _subtitle(f"{len(runs)} run(s)"), _bench_body(runs, items, checked))
+
+
+def _subtitle(what: str) -> str:
+    return f"{what} · generated {time.strftime('%Y-%m-%d %H:%M')} by sdsuite {__version__}"
+
+
+def _bench_body(runs: Sequence[Run], items: Sequence, checked: Iterator) -> str:
     statuses = ("ok", "oom", "unsupported", "timeout", "error", "skipped")
     headers = [(label, numeric) for _, label, numeric in SCENARIO_COLUMNS]
     memory_svg, memory_note = charts.memory(runs)
@@ -411,10 +425,9 @@ def bench_report(runs: Sequence[Run]) -> str:
         ),
         comparison_section(runs),
         "<h2>Generated images</h2>",
-        image_grid(runs),
+        image_grid(items, checked),
     ]
-    subtitle = f"{len(runs)} run(s) · generated {time.strftime('%Y-%m-%d %H:%M')} by sdsuite {__version__}"
-    return page("sdsuite bench report", subtitle, "".join(body))
+    return "".join(body)
 
 
 # ---- audits ------------------------------------------------------------------------------------
@@ -514,8 +527,21 @@ def _rows_to_list(records: Sequence[dict[str, Any]]) -> list[int]:
     return sorted(ranked[:MAX_FILE_ROWS])
 
 
+def _audit_thumbnail(record: dict[str, Any], base: Path) -> str | None:
+    if record.get("status") == "error":
+        return None
+    return thumbnail(resolve(record["path"], base), AUDIT_THUMBNAIL_PX)
+
+
 def audit_report(records: Sequence[dict[str, Any]], source: str, base: Path) -> str:
     """The report of an audit's records: counts, p-values, failures, and every file with its thumbnail."""
+    listed = _rows_to_list(records)
+    with image_pool() as pool:
+        uris = pool.map(lambda i: _audit_thumbnail(records[i], base), listed)  # read while charts are drawn
+        return page("sdsuite audit report", _subtitle(source), _audit_body(records, listed, uris))
+
+
+def _audit_body(records: Sequence[dict[str, Any]], listed: list[int], uris: Iterator[str | None]) -> str:
     summary = summarise_audit(list(records))
     scheme_rows = "".join(
         f"<tr><td>{e(scheme)}</td><td class='num'>{c.detected:,}</td><td class='num'>{c.not_detected:,}</td>"
@@ -541,19 +567,9 @@ def audit_report(records: Sequence[dict[str, Any]], source: str, base: Path) -> 
         f"<td>{e(r.get('error_kind') or '')}</td><td class='reason'>{e(r.get('error'))}</td></tr>"
         for r in failed
     ]
-    listed = _rows_to_list(records)
-    uris = parallel_map(
-        lambda i: (
-            thumbnail(resolve(records[i]["path"], base), AUDIT_THUMBNAIL_PX)
-            if records[i].get("status") != "error"
-            else None
-        ),
-        listed,
-    )
-    file_rows = [_file_row(records[i], uri) for i, uri in zip(listed, uris, strict=True)]
     unlisted = (
         f'<p class="note">{len(records) - len(listed):,} files without a detection or failure are not listed '
-        f"(the table keeps {MAX_FILE_ROWS:,} rows); every record is in {e(source)}.</p>"
+        f"(the table keeps {MAX_FILE_ROWS:,} rows); the audit's output has every record.</p>"
         if len(listed) < len(records)
         else ""
     )
@@ -604,8 +620,14 @@ def audit_report(records: Sequence[dict[str, Any]], source: str, base: Path) -> 
         if failed
         else '<p class="note">Every file was audited.</p>',
         "<h2>Files</h2>",
-        table("audit-files", file_headers, file_rows, verdict_names, "verdict"),
+        # the thumbnails are waited for only now, after the charts
+        table(
+            "audit-files",
+            file_headers,
+            (_file_row(records[i], uri) for i, uri in zip(listed, uris, strict=True)),
+            verdict_names,
+            "verdict",
+        ),
         unlisted,
     ]
-    subtitle = f"{source} · generated {time.strftime('%Y-%m-%d %H:%M')} by sdsuite {__version__}"
-    return page("sdsuite audit report", subtitle, "".join(body))
+    return "".join(body)
