@@ -98,6 +98,7 @@ def _bars(
     ax.set_title(title, loc="left")
     if log:
         ax.set_xscale("log")
+        _plain_log_ticks(ax.xaxis)
     if n > 1:
         ax.legend(loc="lower right", fontsize=7)
     return fig
@@ -206,8 +207,16 @@ def steps(runs: Sequence[Run], max_lines: int = 12) -> str | None:
         lines = lines[:max_lines]
     fig, ax = plt.subplots(figsize=(8, 3.6))
     for i, (name, median) in enumerate(lines):
+        style = ("-", "--", ":")[i // len(COLORS) % 3]  # past ten lines the colours repeat: the dashes tell them apart
         ax.plot(
-            np.arange(1, len(median) + 1), median, marker="o", ms=2.5, lw=1.2, color=COLORS[i % len(COLORS)], label=name
+            np.arange(1, len(median) + 1),
+            median,
+            marker="o",
+            ms=2.5,
+            lw=1.2,
+            ls=style,
+            color=COLORS[i % len(COLORS)],
+            label=name,
         )
     values = np.concatenate([m for _, m in lines])
     if values.min() > 0 and values.max() / values.min() > 20:
@@ -300,17 +309,20 @@ def tflops(runs: Sequence[Run]) -> str | None:
         return None
     peaks = []
     for run in runs:
+        used = {r["scenario"]["precision"] for r in _ok(run)}
         for precision, value in (run.environment.get("peak_tflops") or {}).items():
-            if value and not math.isnan(value):
+            if value and not math.isnan(value) and precision in used:
                 which = "" if len(runs) == 1 else f" · {run.environment.get('run_id', run.path.name)}"
                 peaks.append((value, f"{precision} peak{which}"))
-    top = max(v for _, vals in series for v in vals if v)
+    achieved = [v for _, vals in series for v in vals if v]
+    shown = [p for p in peaks if p[0] <= max(achieved) * 20]
     fig = _bars(
         names,
         [(label, vals, None) for label, vals in series],
         "achieved UNet TFLOP/s (flop count / median step time)",
         "Achieved compute against the measured peak (dashed)",
-        lines=[p for p in peaks if p[0] <= top * 20],
+        lines=shown,
+        log=any(p[0] > 10 * min(achieved) for p in shown),  # bars far below the peak stay visible
     )
     return _svg(fig)
 

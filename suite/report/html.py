@@ -42,7 +42,7 @@ def _fmt(value: Any, digits: int = 3) -> str:
     if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
         return ""
     if isinstance(value, float):
-        return f"{value:.{digits}g}"
+        return f"{value:,.0f}" if abs(value) >= 10**digits else f"{value:.{digits}g}"  # 5,250 not 5.25e+03
     return str(value)
 
 
