@@ -56,9 +56,7 @@ def illustration(seed: int, size: tuple[int, int] = (512, 512)) -> Image.Image:
         if rng.random() < 0.5:
             draw.ellipse(box, fill=fill, outline=outline, width=3)
         else:
-            points = [
-                (int(x + rx * np.cos(a)), int(y + ry * np.sin(a))) for a in np.sort(rng.uniform(0, 6.3, 5))
-            ]
+            points = [(int(x + rx * np.cos(a)), int(y + ry * np.sin(a))) for a in np.sort(rng.uniform(0, 6.3, 5))]
             draw.polygon(points, fill=fill, outline=outline, width=3)
     if rng.random() < 0.4:
         image = image.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.5, 2.5))))
@@ -109,9 +107,7 @@ def resize(image: Image.Image, scale: float = 0.75) -> Image.Image:
 
 def crop(image: Image.Image, fraction: float = 0.1) -> Image.Image:
     """Cut `fraction` of the width and height off the top-left corner (the block grid moves)."""
-    return image.crop(
-        (round(image.width * fraction), round(image.height * fraction), image.width, image.height)
-    )
+    return image.crop((round(image.width * fraction), round(image.height * fraction), image.width, image.height))
 
 
 EDITS: dict[str, Callable[[Image.Image], Image.Image]] = {

@@ -30,9 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "Decode and detect the Stable Diffusion invisible watermarks (sd-v1, sd-v2, sdxl) and read "
         "provenance metadata (A1111/ComfyUI/InvokeAI/NovelAI, EXIF, XMP, C2PA) in images."
     )
-    parser.epilog = (
-        "exit codes: 0 all files audited; 1 some files could not be audited; 2 usage error; 130 interrupted"
-    )
+    parser.epilog = "exit codes: 0 all files audited; 1 some files could not be audited; 2 usage error; 130 interrupted"
     parser.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders (recursive) or globs")
     parser.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
     parser.add_argument("-o", "--output", metavar="FILE", help="write records to FILE instead of stdout")
@@ -85,9 +83,7 @@ def _positive_int(text: str) -> int:
 
 def schemes_from_args(args: argparse.Namespace) -> list[Scheme]:
     """Built-in schemes picked by --schemes, then the user's messages (named by their content)."""
-    names = (
-        [] if args.schemes.strip() == "none" else [n.strip() for n in args.schemes.split(",") if n.strip()]
-    )
+    names = [] if args.schemes.strip() == "none" else [n.strip() for n in args.schemes.split(",") if n.strip()]
     unknown = [n for n in names if n not in SCHEMES]
     if unknown:
         raise ValueError(f"unknown scheme(s) {', '.join(unknown)}; known: {', '.join(SCHEMES)}")
@@ -155,9 +151,7 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"sdsuite audit: cannot write {args.output}: {exc.strerror}", file=sys.stderr)
         return EXIT_USAGE
-    progress = (
-        Progress(len(paths), sys.stderr) if sys.stderr.isatty() and len(paths) >= PROGRESS_MIN_FILES else None
-    )
+    progress = Progress(len(paths), sys.stderr) if sys.stderr.isatty() and len(paths) >= PROGRESS_MIN_FILES else None
     writer = make_writer(args.format, out, [s.name for s in schemes])
     summary, start = Summary(), time.monotonic()
     try:

@@ -19,9 +19,7 @@ MAX_TEXT = 2000  # characters kept of any one value
 MAX_ITEMS = 50  # entries kept of any list
 
 # IPTC's DigitalSourceType codes that declare generative AI.
-AI_SOURCE_TYPES = frozenset(
-    {"trainedAlgorithmicMedia", "compositeWithTrainedAlgorithmicMedia", "algorithmicMedia"}
-)
+AI_SOURCE_TYPES = frozenset({"trainedAlgorithmicMedia", "compositeWithTrainedAlgorithmicMedia", "algorithmicMedia"})
 
 _EXIF_BASE = {
     0x0131: "Software",
@@ -51,9 +49,7 @@ def _scalars(data: Any) -> dict[str, Any]:
     """The scalar top-level fields of a JSON object (nested structure is dropped, not interpreted)."""
     if not isinstance(data, dict):
         return {}
-    items = [
-        (str(k), _clip(v)) for k, v in data.items() if isinstance(v, (str, int, float, bool)) or v is None
-    ]
+    items = [(str(k), _clip(v)) for k, v in data.items() if isinstance(v, (str, int, float, bool)) or v is None]
     return dict(items[:MAX_ITEMS])
 
 
@@ -193,9 +189,7 @@ def parse_c2pa(data: bytes, mime: str) -> dict[str, Any]:
                 actions.append(
                     {
                         "action": _clip(action.get("action")),
-                        "digital_source_type": _clip(
-                            str(action.get("digitalSourceType", "")).rsplit("/", 1)[-1]
-                        )
+                        "digital_source_type": _clip(str(action.get("digitalSourceType", "")).rsplit("/", 1)[-1])
                         or None,
                         "software_agent": _clip(agent.get("name") if isinstance(agent, dict) else agent),
                     }
@@ -207,9 +201,7 @@ def parse_c2pa(data: bytes, mime: str) -> dict[str, Any]:
         "actions": actions,
         "signer": _clip(signature.get("issuer") or signature.get("common_name")),
         "validation_state": state,
-        "validation_issues": sorted(
-            {s.get("code") for s in store.get("validation_status", []) if s.get("code")}
-        ),
+        "validation_issues": sorted({s.get("code") for s in store.get("validation_status", []) if s.get("code")}),
     }
 
 

@@ -71,9 +71,7 @@ def test_user_messages(tmp_path, capsys):
     photo = audit_corpus.fit(audit_corpus.photo("coffee"), (512, 512))
     encoder = WatermarkEncoder()
     encoder.set_watermark("bytes", b"ACME")
-    bgr = encoder.encode(
-        audit_corpus.np.ascontiguousarray(audit_corpus.np.asarray(photo)[:, :, ::-1]), "dwtDct"
-    )
+    bgr = encoder.encode(audit_corpus.np.ascontiguousarray(audit_corpus.np.asarray(photo)[:, :, ::-1]), "dwtDct")
     Image.fromarray(bgr[:, :, ::-1]).save(tmp_path / "acme.png")
     code, out, _ = run(
         capsys, tmp_path / "acme.png", "--format", "jsonl", "--schemes", "none",

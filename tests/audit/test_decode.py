@@ -9,9 +9,7 @@ from suite.watermark import SCHEMES
 
 def reference_bits(rgb: np.ndarray, length: int, order: str) -> np.ndarray:
     pixels = rgb[:, :, ::-1] if order == "bgr" else rgb
-    return np.asarray(
-        WatermarkDecoder("bits", length).decode(np.ascontiguousarray(pixels), "dwtDct"), dtype=bool
-    )
+    return np.asarray(WatermarkDecoder("bits", length).decode(np.ascontiguousarray(pixels), "dwtDct"), dtype=bool)
 
 
 @pytest.fixture(scope="module")

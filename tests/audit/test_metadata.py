@@ -65,9 +65,7 @@ def test_comfyui_graphs_give_node_types_and_models_only():
 
 
 def test_invokeai_and_novelai_chunks():
-    invoke = _text_png(
-        invokeai_metadata=json.dumps({"positive_prompt": "a cat", "seed": 7, "model": {"x": 1}})
-    )
+    invoke = _text_png(invokeai_metadata=json.dumps({"positive_prompt": "a cat", "seed": 7, "model": {"x": 1}}))
     assert invoke["invokeai"] == {"positive_prompt": "a cat", "seed": 7}  # nested values are dropped
     novel = _text_png(
         Software="NovelAI", Source="Stable Diffusion 1D44365E", Comment=json.dumps({"steps": 28, "uc": "bad"})
@@ -161,9 +159,7 @@ def _signer():
             eku = x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION])
             builder = (
                 builder.add_extension(eku, critical=False)
-                .add_extension(
-                    x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-                )
+                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
                 .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
             )
         return builder.sign(ca_key, hashes.SHA256())

@@ -34,9 +34,7 @@ def _best_per_call(fn: Callable[[], object], calls: int) -> float:
     return (time.perf_counter() - start) / calls
 
 
-def _interleaved(
-    a: Callable[[], object], b: Callable[[], object], calls: int, rounds: int
-) -> tuple[float, float]:
+def _interleaved(a: Callable[[], object], b: Callable[[], object], calls: int, rounds: int) -> tuple[float, float]:
     """Best seconds per call of a and of b, alternating rounds so drift in load hits both alike."""
     best_a = best_b = float("inf")
     for _ in range(rounds):
@@ -91,9 +89,7 @@ def png_folder(tmp_path_factory) -> list[str]:
     """1,000 512x512 PNGs: photographs and flat illustrations, half of them watermarked."""
     folder = tmp_path_factory.mktemp("audit-bench")
     bases = [image for _, image in audit_corpus.clean_images(count_per_size=5, sizes=((512, 512),))]
-    marked = [
-        embed(image, scheme) for image, scheme in zip(bases, ["sd-v1", "sd-v2", "sdxl"] * 4, strict=False)
-    ]
+    marked = [embed(image, scheme) for image, scheme in zip(bases, ["sd-v1", "sd-v2", "sdxl"] * 4, strict=False)]
     variants = [*bases, *marked]
     paths = []
     for i in range(FOLDER_FILES):
