@@ -162,6 +162,31 @@ def test_audit_report_shows_a_real_audit(browser, audit_report):
     assert page.locator("#audit-files tbody tr:not(.hidden)").count() == list(verdicts.values()).count("sdxl") == 2
 
 
+def test_report_reads_cut_off_and_json_audits_and_refuses_other_files(tmp_path, capsys):
+    record = {
+        "path": "a.png",
+        "status": "error",
+        "error": "zero-byte file",
+        "error_kind": "empty",
+        "width": None,
+        "height": None,
+        "watermarks": [],
+        "metadata": {},
+    }
+    cut = tmp_path / "audit.jsonl"
+    cut.write_text(json.dumps(record) + "\n" + json.dumps(record)[:20])  # a scan killed while writing
+    assert main(["report", str(cut), "-o", str(tmp_path / "cut.html")]) == 0
+    assert "1 file(s)" in (tmp_path / "cut.html").read_text()
+    array = tmp_path / "audit.json"  # --format json
+    array.write_text(json.dumps([record, record]))
+    assert main(["report", str(array), "-o", str(tmp_path / "array.html")]) == 0
+    assert "2 file(s)" in (tmp_path / "array.html").read_text()
+    bench = tmp_path / "results.jsonl"
+    bench.write_text(json.dumps({"schema_version": 1, "scenario": {"name": "v1"}}) + "\n")
+    assert main(["report", str(bench), "-o", str(tmp_path / "bench.html")]) == 2
+    assert "not an audit record" in capsys.readouterr().err
+
+
 def test_mark_check_verdicts():
     def check(embedded: str, found: tuple[str, ...], status: str = "ok") -> str:
         return MarkCheck(embedded, status, tuple((s, 1e-9) for s in found), 1e-9, True, 1.0, "").verdict
