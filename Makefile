@@ -5,8 +5,9 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 # Which scenario profile `make bench` runs: auto = reference where CUDA is present, quick otherwise.
 PROFILE ?= auto
-# Where the weights come from: synthetic (full-size, seeded random), a diffusers folder, a .safetensors/.ckpt file, or a hub id.
-WEIGHTS ?= synthetic
+# Where the weights come from, overriding the profile's own (quick and reference: synthetic, full-size
+# seeded random; smoke: tiny): synthetic, tiny, a diffusers folder, a .safetensors/.ckpt file, or a hub id.
+WEIGHTS ?=
 OUT ?=
 BENCH_ARGS ?=
 PATHS ?=
@@ -48,8 +49,8 @@ browser: ## Debian's chromium, for the report's browser test (skipped where it c
 test: install browser ## run the test suite (CPU, tiny models)
 	$(PY) -m pytest -q tests --ignore=tests/benchmarks; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
 
-bench: install ## run the main benchmark: PROFILE=auto|quick|reference|smoke|FILE WEIGHTS=synthetic|PATH|HUB_ID
-	$(VENV)/bin/sdsuite bench $(PROFILE) --weights $(WEIGHTS) $(if $(OUT),--out $(OUT)) $(BENCH_ARGS)
+bench: install ## run the main benchmark: PROFILE=auto|quick|reference|smoke|FILE [WEIGHTS=synthetic|tiny|PATH|HUB_ID]
+	$(VENV)/bin/sdsuite bench $(PROFILE) $(if $(WEIGHTS),--weights $(WEIGHTS)) $(if $(OUT),--out $(OUT)) $(BENCH_ARGS)
 
 bench-micro: install ## pytest-benchmark micro-benchmarks of the suite's own hot paths
 	$(PY) -m pytest -q tests/benchmarks --benchmark-only; rc=$$?; if [ $$rc -eq 5 ]; then rc=0; fi; exit $$rc

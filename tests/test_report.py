@@ -1,19 +1,20 @@
 """Reports as people open them: real headless Chromium, no network, untrusted text kept inert."""
 
 import json
-import shutil
-import time
+import os
 from pathlib import Path
 
 import pytest
+from browser import open_page
+from report_inputs import write_audit_folder
 from support import sdsuite
 
 from suite.cli import main
+from suite.report.checks import MarkCheck
 from suite.report.compare import compare_latency
 
 XSS_PROMPT = "<script>alert(1)</script>"
 XSS_NAME = '"><img src=x onerror=alert(1)>'
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.fixture(scope="module")
@@ -60,34 +61,6 @@ def report(smoke_run, hostile_run, tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM:
-        pytest.skip("Debian's chromium is not installed (make test installs it)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
-        )
-        yield b
-        b.close()
-
-
-def open_page(browser, path: Path):
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    seen = {"errors": [], "requests": [], "dialogs": []}
-    page.on("console", lambda m: m.type == "error" and seen["errors"].append(m.text))
-    page.on("pageerror", lambda e: seen["errors"].append(str(e)))
-    page.on("request", lambda r: r.url.startswith(("file:", "data:")) or seen["requests"].append(r.url))
-    page.on("dialog", lambda d: (seen["dialogs"].append(d.message), d.dismiss()))
-    t0 = time.perf_counter()
-    page.goto(path.as_uri(), wait_until="load")
-    seen["load_s"] = time.perf_counter() - t0
-    return page, seen
-
-
 def test_report_opens_offline_with_charts_table_and_images(browser, report, smoke_run, hostile_run, tmp_path):
     page, seen = open_page(browser, report)
     page.mouse.wheel(0, 100000)
@@ -126,52 +99,104 @@ def test_table_sorts_and_filters(browser, report):
     page.select_option('select[data-filter="scenarios"]', "")
     header = page.locator("#scenarios thead th", has_text="s/image")
     header.click()
+    column = page.eval_on_selector_all("#scenarios thead th", "ths => ths.map(t => t.textContent)").index("s/image")
     values = page.eval_on_selector_all(
-        "#scenarios tbody tr", "rows => rows.map(r => r.cells[14].getAttribute('data-v')).filter(v => v)"
+        "#scenarios tbody tr", f"rows => rows.map(r => r.cells[{column}].getAttribute('data-v')).filter(v => v)"
     )
     assert values == sorted(values, key=float)
 
 
-def test_audit_report_escapes_file_names(browser, tmp_path, smoke_run):
-    image = next((smoke_run / "images").glob("v1-txt2img-*.png"))
-    hostile = tmp_path / f"{XSS_NAME}.png"
-    shutil.copy(image, hostile)
-    records = [
-        {
-            "path": str(hostile),
-            "status": "ok",
-            "error": None,
-            "width": 256,
-            "height": 256,
-            "watermarks": [
-                {
-                    "scheme": "sd-v1",
-                    "detected": True,
-                    "p_value": 1e-12,
-                    "bit_accuracy": 0.98,
-                    "bits": "0" * 136,
-                    "decoded": "StableDiffusionV1",
-                }
-            ],
-            "metadata": {"parameters": XSS_PROMPT},
-        },
-        {
-            "path": str(tmp_path / "broken.png"),
-            "status": "error",
-            "error": XSS_PROMPT,
-            "width": None,
-            "height": None,
-            "watermarks": [],
-            "metadata": {},
-        },
-    ]
-    audit = tmp_path / "audit.jsonl"
-    audit.write_text("".join(json.dumps(r) + "\n" for r in records))
-    assert main(["report", str(audit), "-o", str(tmp_path / "audit.html")]) == 0
-    page, seen = open_page(browser, tmp_path / "audit.html")
+@pytest.fixture(scope="module")
+def audit_report(tmp_path_factory) -> tuple[Path, list[dict]]:
+    """A real `sdsuite audit` of a small folder, run from its parent with relative paths, and its report."""
+    root = tmp_path_factory.mktemp("audit")
+    write_audit_folder(root / "folder", 12, hostile_name=XSS_NAME)
+    (root / "folder" / "notes.txt.png").write_text("not an image")
+    jsonl = root / "audit.jsonl"
+    cwd = Path.cwd()
+    try:
+        os.chdir(root)
+        assert main(["audit", "folder", "--format", "jsonl", "-o", "audit.jsonl", "--workers", "1"]) == 1
+    finally:
+        os.chdir(cwd)
+    assert main(["report", str(jsonl), "-o", str(root / "audit.html")]) == 0
+    return root / "audit.html", [json.loads(line) for line in jsonl.read_text().splitlines()]
+
+
+def test_audit_report_shows_a_real_audit(browser, audit_report):
+    path, records = audit_report
+    page, seen = open_page(browser, path)
+    page.mouse.wheel(0, 100000)
+    page.wait_for_timeout(300)
     assert seen["dialogs"] == [] and seen["errors"] == [] and seen["requests"] == []
-    assert page.locator("#audit-files tbody tr").count() == 2
-    assert page.locator("#audit-errors tbody tr").count() == 1
+    assert page.locator("img[src='x']").count() == 0
+    html = path.read_text()
+    assert XSS_PROMPT not in html and XSS_NAME not in html
+    assert page.get_by_text(XSS_NAME, exact=False).count() >= 1  # the file name, shown as text
+    assert page.get_by_text(XSS_PROMPT, exact=False).count() >= 1  # the A1111 prompt it claims, as text
+    rows = page.locator("#audit-files tbody tr")
+    assert rows.count() == len(records) == 14
+    verdicts = {
+        r["path"].rsplit("/", 1)[-1]: v
+        for r, v in zip(
+            records,
+            page.eval_on_selector_all("#audit-files tbody tr", "rs => rs.map(r => r.dataset.status)"),
+            strict=True,
+        )
+    }
+    assert [verdicts[f"0000{i}.png"] for i in range(4)] == ["none", "sd-v1", "sd-v2", "sdxl"]  # a photograph
+    assert verdicts[f"{XSS_NAME}.png"] == "sd-v1"
+    assert (verdicts["00005.png"], verdicts["00007.png"], verdicts["notes.txt.png"]) == ("too_small", "error", "error")
+    # every file that could be read has its thumbnail, resolved from the audit's relative paths
+    readable = sum(r["status"] != "error" for r in records)
+    assert page.locator("#audit-files img").count() == readable
+    assert page.evaluate("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
+    failed = page.locator("#audit-errors tbody").inner_text()
+    assert page.locator("#audit-errors tbody tr").count() == 3
+    assert "not_an_image" in failed and "truncated" in failed and "256x256" in failed
+    schemes = page.locator("main table").first.inner_text()
+    detected = sum(m["scheme"] == "sd-v1" and m["detected"] for r in records for m in r["watermarks"])
+    assert f"sd-v1\t{detected}\t" in schemes
+    assert page.locator("figure img").count() == 2  # verdicts, p-values
+    page.select_option('select[data-filter="audit-files"]', "sdxl")
+    assert page.locator("#audit-files tbody tr:not(.hidden)").count() == list(verdicts.values()).count("sdxl") == 2
+
+
+def test_report_reads_cut_off_and_json_audits_and_refuses_other_files(tmp_path, capsys):
+    record = {
+        "path": "a.png",
+        "status": "error",
+        "error": "zero-byte file",
+        "error_kind": "empty",
+        "width": None,
+        "height": None,
+        "watermarks": [],
+        "metadata": {},
+    }
+    cut = tmp_path / "audit.jsonl"
+    cut.write_text(json.dumps(record) + "\n" + json.dumps(record)[:20])  # a scan killed while writing
+    assert main(["report", str(cut), "-o", str(tmp_path / "cut.html")]) == 0
+    assert "1 file(s)" in (tmp_path / "cut.html").read_text()
+    array = tmp_path / "audit.json"  # --format json
+    array.write_text(json.dumps([record, record]))
+    assert main(["report", str(array), "-o", str(tmp_path / "array.html")]) == 0
+    assert "2 file(s)" in (tmp_path / "array.html").read_text()
+    bench = tmp_path / "results.jsonl"
+    bench.write_text(json.dumps({"schema_version": 1, "scenario": {"name": "v1"}}) + "\n")
+    assert main(["report", str(bench), "-o", str(tmp_path / "bench.html")]) == 2
+    assert "not an audit record" in capsys.readouterr().err
+
+
+def test_mark_check_verdicts():
+    def check(embedded: str, found: tuple[str, ...], status: str = "ok") -> str:
+        return MarkCheck(embedded, status, tuple((s, 1e-9) for s in found), 1e-9, True, 1.0, "").verdict
+
+    assert check("sd-v1", ("sd-v1",)) == "as embedded"
+    assert check("none", ()) == "as embedded"
+    assert check("sd-v1", ()) == "missing"
+    assert check("none", ("sdxl",)) == "unexpected"
+    assert check("sd-v2", ("sd-v1",)) == "wrong scheme"
+    assert check("sd-v1", (), "too_small") == "too small"
 
 
 def test_compare_command(smoke_run, capsys):

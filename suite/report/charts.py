@@ -17,6 +17,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from suite.report.runs import Run
 from suite.results import STAGES
@@ -39,6 +40,15 @@ def _svg(fig) -> str:
     fig.savefig(buf, format="svg", bbox_inches="tight")
     plt.close(fig)
     return buf.getvalue()
+
+
+# 0.2, 0.5, 1, 2, 5 rather than 2x10^-1 (no mathtext to typeset), and not every minor tick
+_PLAIN = FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "125" else "")
+
+
+def _plain_log_ticks(axis) -> None:
+    axis.set_major_formatter(_PLAIN)
+    axis.set_minor_formatter(_PLAIN)
 
 
 def _ok(run: Run) -> list[dict[str, Any]]:
@@ -88,6 +98,7 @@ def _bars(
     ax.set_title(title, loc="left")
     if log:
         ax.set_xscale("log")
+        _plain_log_ticks(ax.xaxis)
     if n > 1:
         ax.legend(loc="lower right", fontsize=7)
     return fig
@@ -190,18 +201,31 @@ def steps(runs: Sequence[Run], max_lines: int = 12) -> str | None:
             lines.append((name, median))
     if not lines:
         return None
-    lines = lines[:max_lines]
+    title = "Time per step (median over repeats)"
+    if len(lines) > max_lines:
+        title += f": the first {max_lines} of {len(lines)} scenarios"
+        lines = lines[:max_lines]
     fig, ax = plt.subplots(figsize=(8, 3.6))
     for i, (name, median) in enumerate(lines):
+        style = ("-", "--", ":")[i // len(COLORS) % 3]  # past ten lines the colours repeat: the dashes tell them apart
         ax.plot(
-            np.arange(1, len(median) + 1), median, marker="o", ms=2.5, lw=1.2, color=COLORS[i % len(COLORS)], label=name
+            np.arange(1, len(median) + 1),
+            median,
+            marker="o",
+            ms=2.5,
+            lw=1.2,
+            ls=style,
+            color=COLORS[i % len(COLORS)],
+            label=name,
         )
     values = np.concatenate([m for _, m in lines])
     if values.min() > 0 and values.max() / values.min() > 20:
         ax.set_yscale("log")
+        _plain_log_ticks(ax.yaxis)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("denoising step")
     ax.set_ylabel("seconds")
-    ax.set_title("Time per step (median over repeats)", loc="left")
+    ax.set_title(title, loc="left")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return _svg(fig)
 
@@ -285,28 +309,84 @@ def tflops(runs: Sequence[Run]) -> str | None:
         return None
     peaks = []
     for run in runs:
+        used = {r["scenario"]["precision"] for r in _ok(run)}
         for precision, value in (run.environment.get("peak_tflops") or {}).items():
-            if value and not math.isnan(value):
-                peaks.append((value, f"{precision} peak (measured) · {run.label}"))
-    top = max(v for _, vals in series for v in vals if v)
+            if value and not math.isnan(value) and precision in used:
+                which = "" if len(runs) == 1 else f" · {run.environment.get('run_id', run.path.name)}"
+                peaks.append((value, f"{precision} peak{which}"))
+    achieved = [v for _, vals in series for v in vals if v]
+    shown = [p for p in peaks if p[0] <= max(achieved) * 20]
     fig = _bars(
         names,
         [(label, vals, None) for label, vals in series],
         "achieved UNet TFLOP/s (flop count / median step time)",
-        "Achieved compute against the measured peak",
-        lines=[p for p in peaks if p[0] <= top * 20],
+        "Achieved compute against the measured peak (dashed)",
+        lines=shown,
+        log=any(p[0] > 10 * min(achieved) for p in shown),  # bars far below the peak stay visible
     )
     return _svg(fig)
 
 
-def histogram(values: Sequence[float], xlabel: str, title: str, bins: int = 20, log: bool = False) -> str | None:
-    if not values:
+VERDICT_COLORS = {"none": "#bdbdbd", "too_small": "#d4a72c", "error": "#cf222e"}
+
+
+def scheme_colors(schemes: Sequence[str]) -> dict[str, Any]:
+    """One colour per scheme, the same in every chart of a report."""
+    return {scheme: COLORS[i % len(COLORS)] for i, scheme in enumerate(schemes)}
+
+
+def verdicts(counts: dict[str, int], schemes: Sequence[str]) -> str | None:
+    """Files per verdict: each scheme found (in `schemes` order; combinations after), none, too small, error."""
+    if not counts:
         return None
-    fig, ax = plt.subplots(figsize=(6, 2.8))
-    ax.hist(values, bins=np.logspace(np.log10(max(min(values), 1e-300)), 0, bins) if log else bins, color="#3182bd")
-    if log:
-        ax.set_xscale("log")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("files")
-    ax.set_title(title, loc="left")
+    colors = {**scheme_colors(schemes), **VERDICT_COLORS}
+    rank = {scheme: i for i, scheme in enumerate(schemes)}
+    found = sorted((k for k in counts if k not in VERDICT_COLORS), key=lambda k: (rank.get(k, len(rank)), k))
+    order = found + [k for k in VERDICT_COLORS if k in counts]
+    fig, ax = plt.subplots(figsize=(6, _height(len(order))))
+    y = np.arange(len(order))
+    values = [counts[k] for k in order]
+    ax.barh(y, values, color=[colors.get(k, "#6a51a3") for k in order])
+    for pos, value in zip(y, values, strict=True):
+        ax.annotate(f" {value:,}", (value, pos), va="center", fontsize=8)
+    ax.set_yticks(y, [k.replace("_", " ") for k in order])
+    ax.invert_yaxis()
+    ax.set_xlabel("files")
+    ax.set_xlim(0, max(values) * 1.15)
+    return _svg(fig)
+
+
+def pvalues(by_scheme: dict[str, list[float]], alpha: float) -> str | None:
+    """Each scheme's p-values twice: on [0, 1], where unmarked files spread out, and as -log10 p,
+    where marked files stand far past the threshold."""
+    schemes = [s for s, values in by_scheme.items() if values]
+    if not schemes:
+        return None
+    data = [np.clip(np.asarray(by_scheme[s], dtype=float), 1e-300, 1.0) for s in schemes]
+    palette = scheme_colors(list(by_scheme))
+    colors = [palette[s] for s in schemes]
+    fig, (linear, strength) = plt.subplots(1, 2, figsize=(10, 3.2), width_ratios=(1, 1.5))
+    linear.hist(data, bins=np.linspace(0, 1, 21), stacked=True, color=colors, label=schemes)
+    linear.set_xlabel("p-value")
+    linear.set_ylabel("scheme tests")
+    linear.set_title("p-values", loc="left")
+    scores = [-np.log10(d) for d in data]
+    threshold = -math.log10(alpha)
+    top = math.ceil(max(max(float(s.max()) for s in scores), threshold + 2))
+    edges = np.linspace(0, top, min(60, 2 * top) + 1)
+    strength.hist(scores, bins=edges, stacked=True, color=colors, label=schemes, log=True)
+    _plain_log_ticks(strength.yaxis)
+    strength.axvline(threshold, color="#c00", ls="--", lw=0.8)
+    strength.annotate(
+        f" detected: p ≤ {alpha:g}",
+        (threshold, 1.0),
+        xycoords=("data", "axes fraction"),
+        va="top",
+        color="#c00",
+        fontsize=7,
+    )
+    strength.set_xlabel("−log10 p (right: stronger evidence of a mark)")
+    strength.set_ylabel("scheme tests (log scale)")
+    strength.set_title("Strength of the evidence", loc="left")
+    strength.legend(fontsize=7, loc="upper right")
     return _svg(fig)

@@ -7,6 +7,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,15 +21,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    records = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
+def read_audit(path: Path) -> list[dict[str, Any]]:
+    """An audit's records from its `--format jsonl` (or `json`) output.
+
+    A last line cut short (a scan killed while writing) is dropped, as the audit flushes record by
+    record; anything else that is not an audit record is an error, so a wrong file is not
+    reported as an empty audit.
+    """
+    text = path.read_text(encoding="utf-8")
+    if text.lstrip().startswith("["):
         try:
-            records.append(json.loads(line))
+            records = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}:{n}: not a JSON record ({exc.msg})") from None
+            raise ValueError(f"{path}: not a JSON array of audit records ({exc.msg})") from None
+    else:
+        lines = [line for line in text.splitlines() if line.strip()]
+        records = []
+        for n, line in enumerate(lines, 1):
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                if n == len(lines) and not text.endswith("\n"):
+                    break
+                raise ValueError(f"{path}:{n}: not a JSON record ({exc.msg})") from None
+    for n, record in enumerate(records, 1):
+        if not isinstance(record, dict) or "path" not in record or "status" not in record:
+            raise ValueError(f"{path}: record {n} is not an audit record (sdsuite audit --format jsonl)")
     return records
 
 
@@ -43,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
             if len(args.inputs) > 1:
                 print("sdsuite report: give either run directories or one audit JSONL file", file=sys.stderr)
                 return 2
-            document = audit_report(_read_jsonl(audits[0]), str(audits[0]))
+            document = audit_report(read_audit(audits[0]), str(audits[0]), audits[0].parent)
             default = audits[0].with_suffix(".html")
         else:
             runs = [load_run(p) for p in args.inputs]

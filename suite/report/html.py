@@ -13,14 +13,17 @@ import io
 import math
 import os
 import time
-from collections.abc import Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from suite import __version__
+from suite.audit.defaults import DEFAULT_ALPHA, MAX_PIXELS
 from suite.report import charts
+from suite.report.checks import MarkCheck, audit_image, file_verdict, mark_check, summarise_audit
 from suite.report.compare import compare_runs
 from suite.report.runs import Run
 
@@ -39,16 +42,22 @@ def _fmt(value: Any, digits: int = 3) -> str:
     if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
         return ""
     if isinstance(value, float):
-        return f"{value:.{digits}g}"
+        return f"{value:,.0f}" if abs(value) >= 10**digits else f"{value:.{digits}g}"  # 5,250 not 5.25e+03
     return str(value)
 
 
 def thumbnail(path: str | Path, size: int = THUMBNAIL_PX) -> str | None:
-    """A small JPEG of an image as a data URI (None when it cannot be read)."""
+    """A small JPEG of an image as a data URI (None when it cannot be read).
+
+    Downscaled here, once, so the page carries kilobytes per image and the browser decodes no
+    full-size picture.
+    """
     from PIL import Image
 
     try:
         with Image.open(path) as image:
+            if image.width * image.height > MAX_PIXELS:
+                return None  # a decompression bomb, refused as the audit refuses it
             image.draft("RGB", (size, size))
             image.thumbnail((size, size))
             buf = io.BytesIO()
@@ -58,11 +67,11 @@ def thumbnail(path: str | Path, size: int = THUMBNAIL_PX) -> str | None:
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def thumbnails(paths: Sequence[str | Path], workers: int | None = None) -> list[str | None]:
-    if len(paths) < 64:
-        return [thumbnail(p) for p in paths]
-    with ProcessPoolExecutor(max_workers=workers or os.cpu_count()) as pool:
-        return list(pool.map(thumbnail, paths, chunksize=32))
+def image_pool() -> ThreadPoolExecutor:
+    """Threads that read images while the main thread draws the charts. Threads suffice: Pillow
+    and OpenCV release the GIL while they decode and resize, and a thread needs no fork of a
+    process that has run OpenCV."""
+    return ThreadPoolExecutor(max_workers=os.cpu_count() or 1)
 
 
 def svg_figure(svg: str | None, caption: str, missing: str) -> str:
@@ -84,17 +93,27 @@ def page(title: str, subtitle: str, body: str) -> str:
     )
 
 
-def table(table_id: str, headers: Sequence[tuple[str, bool]], rows: Iterable[str], statuses: Sequence[str] = ()) -> str:
-    """A sortable, filterable table; `headers` are (label, numeric) and `rows` ready-made <tr> elements."""
+def table(
+    table_id: str,
+    headers: Sequence[tuple[str, bool]],
+    rows: Iterable[str],
+    statuses: Sequence[str] = (),
+    picker: str = "status",
+) -> str:
+    """A sortable, filterable table; `headers` are (label, numeric), `rows` ready-made <tr> elements,
+    and `statuses` the values of the rows' data-status the `picker` menu filters on."""
     head = "".join(f'<th class="num">{e(h)}</th>' if num else f"<th>{e(h)}</th>" for h, num in headers)
-    picker = ""
+    menu = ""
     if statuses:
         options = "".join(f'<option value="{e(s)}">{e(s)}</option>' for s in statuses)
-        picker = f'<select data-filter="{table_id}" aria-label="status"><option value="">every status</option>{options}</select>'
+        menu = (
+            f'<select data-filter="{table_id}" aria-label="{e(picker)}">'
+            f'<option value="">every {e(picker)}</option>{options}</select>'
+        )
     body = "".join(rows)
     return (
         f'<div class="controls"><input type="search" placeholder="filter rows…" data-filter="{table_id}" '
-        f'aria-label="filter">{picker}<span class="note" data-count="{table_id}"></span></div>'
+        f'aria-label="filter">{menu}<span class="note" data-count="{table_id}"></span></div>'
         f'<div class="tablewrap"><table class="sortable" id="{table_id}"><thead><tr>{head}</tr></thead>'
         f"<tbody>{body}</tbody></table></div>"
     )
@@ -161,21 +180,13 @@ def machine_card(run: Run) -> str:
     )
 
 
+# What a reader looks for first (which scenario, its outcome and why, its speed) comes first; the
+# configuration follows, so the table needs no sideways scrolling for the answer.
 SCENARIO_COLUMNS = (
     ("run", "run", False),
     ("scenario", "scenario", False),
-    ("family", "family", False),
-    ("model", "model", False),
-    ("task", "task", False),
-    ("device", "device", False),
-    ("precision", "precision", False),
-    ("memory_mode", "memory mode", False),
-    ("techniques", "techniques", False),
-    ("size", "size", False),
-    ("steps", "steps", True),
-    ("batch", "batch", True),
-    ("vram_budget_gib", "budget GiB", True),
     ("status", "status", False),
+    ("error", "reason", False),
     ("s_per_image", "s/image", True),
     ("latency_s_p90", "p90 s", True),
     ("it_per_s", "it/s", True),
@@ -191,7 +202,17 @@ SCENARIO_COLUMNS = (
     ("achieved_tflops", "TFLOP/s", True),
     ("pct_of_peak", "% peak", True),
     ("quality", "quality", False),
-    ("error", "reason", False),
+    ("family", "family", False),
+    ("model", "model", False),
+    ("task", "task", False),
+    ("device", "device", False),
+    ("precision", "precision", False),
+    ("memory_mode", "memory mode", False),
+    ("techniques", "techniques", False),
+    ("size", "size", False),
+    ("steps", "steps", True),
+    ("batch", "batch", True),
+    ("vram_budget_gib", "budget GiB", True),
 )
 
 
@@ -216,7 +237,7 @@ def scenario_rows(runs: Sequence[Run]) -> list[str]:
                         f'<td class="reason"><span class="badge q-broken">broken</span> {e(str(value)[7:])}</td>'
                     )
                 elif key == "error":
-                    cells.append(f'<td class="reason">{e(value)}</td>')
+                    cells.append(f'<td class="reason short">{e(value)}</td>')
                 else:
                     cells.append(_td(value, numeric))
             out.append(f'<tr data-status="{e(row["status"])}">{"".join(cells)}</tr>')
@@ -289,33 +310,80 @@ COMPARE_RULE = (
 )
 
 
-def image_grid(runs: Sequence[Run], limit: int = 120) -> str:
-    from suite.report.checks import watermark_check
+def _tile_data(path: Path) -> tuple[str | None, dict[str, Any]]:
+    return thumbnail(path), audit_image(path)
 
-    items = []
-    for run in runs:
-        for r in run.records:
-            for rel in r.get("images") or []:
-                items.append((run, r, run.path / rel))
+
+MARK_BADGES = {"as embedded": "v-fits", "too small": "s-skipped", "unreadable": "s-skipped"}
+
+
+def mark_lines(check: MarkCheck) -> str:
+    """The tile's watermark check: verdict, what was embedded and found, p-value, message match."""
+    badge = f'<span class="badge {MARK_BADGES.get(check.verdict, "v-oom")}">{e(check.verdict)}</span>'
+    found = ", ".join(scheme for scheme, _ in check.found) or "none"
+    lines = [badge, f"embedded {e(check.embedded)} · found {e(found)}"]
+    if check.status != "ok":
+        lines.append(e(check.error))
+    elif check.p_value is not None:
+        which = "p" if check.embedded != "none" else "smallest p"
+        match = ""
+        if check.exact:
+            match = " · message exact"
+        elif check.bit_accuracy is not None:
+            match = f" · {check.bit_accuracy:.0%} of bits match"
+        lines.append(f"{which} = {e(_fmt(check.p_value, 2))}{e(match)}")
+    return "".join(f"<div>{line}</div>" for line in lines)
+
+
+GRID_LIMIT = 120  # thumbnails in a bench report's image grid
+
+
+def grid_items(runs: Sequence[Run]) -> list[tuple[Run, dict[str, Any], Path]]:
+    """Every generated image: its run, its scenario's record and its path."""
+    return [(run, r, run.path / rel) for run in runs for r in run.records for rel in r.get("images") or []]
+
+
+def image_grid(
+    items: Sequence[tuple[Run, dict[str, Any], Path]], checked: Iterator[tuple[str | None, dict[str, Any]]]
+) -> str:
+    """Thumbnails with their watermark check; `checked` yields `_tile_data` of the first GRID_LIMIT items."""
     if not items:
         return '<p class="note">No images were generated in these runs.</p>'
-    shown = items[:limit]
-    uris = thumbnails([p for _, _, p in shown])
-    tiles = []
-    for (run, r, path), uri in zip(shown, uris, strict=True):
-        embedded = (r.get("watermark") or {}).get("scheme", "none")
-        check = watermark_check(path)
+    shown = items[:GRID_LIMIT]
+    tiles, verdicts = [], Counter()
+    for (run, r, path), (uri, audit) in zip(shown, checked, strict=True):
+        check = mark_check(audit, (r.get("watermark") or {}).get("scheme", "none"))
+        verdicts[check.verdict] += 1
         img = f'<img src="{uri}" alt="{e(path.name)}">' if uri else '<p class="note">unreadable</p>'
         tiles.append(
             f'<div class="tile">{img}<div><b>{e(r["scenario"]["name"])}</b></div>'
-            f"<div>{e(run.environment.get('run_id', ''))}</div>"
-            f"<div>embedded: {e(embedded)}</div><div>check: {e(check)}</div></div>"
+            f"<div>{e(run.environment.get('run_id', ''))}</div>{mark_lines(check)}</div>"
         )
-    more = f'<p class="note">{len(items) - limit} more image(s) not shown.</p>' if len(items) > limit else ""
-    return f'<div class="grid">{"".join(tiles)}</div>{more}'
+    left = len(items) - len(shown)
+    more = f'<p class="note">{left} more image(s) not shown.</p>' if left else ""
+    counts = " ".join(
+        f'<span><span class="badge {MARK_BADGES.get(v, "v-oom")}">{e(v)}</span> {n}</span>' for v, n in verdicts.items()
+    )
+    note = (
+        f'<p class="counts">Watermark check of {len(shown)} image(s): {counts}</p>'
+        '<p class="note">Each image is checked by the audit\'s detector (<code>sdsuite audit</code>): the scheme found, '
+        "its p-value, and whether the decoded bits spell the message exactly (the reference decoder's own test).</p>"
+    )
+    return f'{note}<div class="grid">{"".join(tiles)}</div>{more}'
 
 
 def bench_report(runs: Sequence[Run]) -> str:
+    items = grid_items(runs)
+    with image_pool() as pool:
+        checked = pool.map(_tile_data, [path for _, _, path in items[:GRID_LIMIT]])  # read while charts are drawn
+        return page("sdsuite bench report", _subtitle(f"{len(runs)} run(s)"), _bench_body(runs, items, checked))
+
+
+def _subtitle(what: str) -> str:
+    return f"{what} · generated {time.strftime('%Y-%m-%d %H:%M')} by sdsuite {__version__}"
+
+
+def _bench_body(runs: Sequence[Run], items: Sequence, checked: Iterator) -> str:
     statuses = ("ok", "oom", "unsupported", "timeout", "error", "skipped")
     headers = [(label, numeric) for _, label, numeric in SCENARIO_COLUMNS]
     memory_svg, memory_note = charts.memory(runs)
@@ -357,76 +425,209 @@ def bench_report(runs: Sequence[Run]) -> str:
         ),
         comparison_section(runs),
         "<h2>Generated images</h2>",
-        image_grid(runs),
+        image_grid(items, checked),
     ]
-    subtitle = f"{len(runs)} run(s) · generated {time.strftime('%Y-%m-%d %H:%M')} by sdsuite {__version__}"
-    return page("sdsuite bench report", subtitle, "".join(body))
+    return "".join(body)
 
 
 # ---- audits ------------------------------------------------------------------------------------
 
 
-def audit_report(records: Sequence[dict[str, Any]], source: str) -> str:
-    from suite.report.checks import summarise_audit
+AUDIT_THUMBNAIL_PX = 96  # shown 64 CSS pixels wide: sharp on 1.5x screens, ~3 kB each
+MAX_FILE_ROWS = 5000  # beyond this the file table keeps detections and failures first
 
-    summary = summarise_audit(records)
-    count_rows = "".join(
-        f"<tr><td>{e(scheme)}</td><td class='num'>{n_detected}</td><td class='num'>{n_checked}</td></tr>"
-        for scheme, (n_detected, n_checked) in summary["per_scheme"].items()
+
+def resolve(path: str, base: Path) -> Path:
+    """A record's path as the audit saw it: relative to where it ran, which is usually where its
+    JSONL was written, else the current directory."""
+    candidate = Path(path)
+    if candidate.is_absolute() or candidate.exists():
+        return candidate
+    return base / candidate
+
+
+# Where each generator's metadata keeps its prompt (suite.audit.metadata's fields).
+PROMPT_FIELDS = (
+    ("a1111", "prompt", "A1111"),
+    ("comfyui", "prompts", "ComfyUI"),
+    ("invokeai", "positive_prompt", "InvokeAI"),
+    ("invokeai", "prompt", "InvokeAI"),
+    ("novelai", "prompt", "NovelAI"),
+)
+
+
+def _field(meta: dict[str, Any], section: str, key: str) -> Any:
+    part = meta.get(section)
+    return part.get(key) if isinstance(part, dict) else None
+
+
+def provenance(meta: Any) -> str:
+    """A line of what the file claims about its origin (untrusted; escaped by the caller)."""
+    if not isinstance(meta, dict):
+        return ""
+    parts = []
+    if meta.get("ai_claims"):
+        parts.append("declares AI: " + ", ".join(map(str, meta["ai_claims"])))
+    for section, key, label in PROMPT_FIELDS:
+        prompt = _field(meta, section, key)
+        if prompt:
+            parts.append(f"{label} prompt: {prompt[0] if isinstance(prompt, list) else prompt}")
+            break
+    if _field(meta, "comfyui", "models"):
+        parts.append("models: " + ", ".join(map(str, meta["comfyui"]["models"])))
+    software = (
+        _field(meta, "exif", "Software") or _field(meta, "text", "Software") or _field(meta, "xmp", "creator_tool")
     )
-    status_line = " ".join(f"<span>{_badge(k)} {n}</span>" for k, n in summary["status"].items())
-    pvalues = [w["p_value"] for r in records for w in r.get("watermarks") or [] if w.get("p_value") is not None]
-    errors = [r for r in records if r.get("status") != "ok"]
+    if software:
+        parts.append(f"software: {software}")
+    generator = _field(meta, "c2pa", "claim_generator")
+    if generator:
+        parts.append(f"C2PA: {generator} ({_field(meta, 'c2pa', 'validation_state') or 'not validated'})")
+    if meta.get("error"):
+        parts.append(f"metadata unreadable: {meta['error']}")
+    text = "; ".join(parts)
+    return text if len(text) <= 300 else text[:299] + "…"
+
+
+VERDICT_BADGES = {"error": "s-error", "too_small": "s-too_small", "none": "s-none"}
+
+
+def _file_row(r: dict[str, Any], uri: str | None) -> str:
+    """One audited file: thumbnail, path, verdict, the strongest test's p-value, bits and message."""
+    marks = [m for m in r.get("watermarks") or [] if m.get("p_value") is not None]
+    found = [m for m in marks if m.get("detected")]
+    verdict = file_verdict(r)
+    best = min(found or marks, key=lambda m: m["p_value"], default=None)
+    p_cell = "<td></td>"
+    if best is not None:
+        text = _fmt(best["p_value"], 2) + ("" if found else f" ({best['scheme']})")
+        p_cell = f'<td class="num" data-v="{e(repr(best["p_value"]))}">{e(text)}</td>'
+    accuracy = f"{found[0]['bit_accuracy']:.0%}" if found and found[0].get("bit_accuracy") is not None else ""
+    decoded = found[0].get("decoded") if found else None
+    message = f"{decoded}{' (exact)' if found[0].get('exact') else ''}" if decoded else ""
+    img = f'<img src="{uri}" alt="" loading="lazy" decoding="async" width="64">' if uri else ""
+    size = f"{r['width']}x{r['height']}" if r.get("width") else ""
+    reason = "" if r.get("status") == "ok" else ": ".join(x for x in (r.get("error_kind"), r.get("error")) if x)
+    meta = dict(r.get("metadata") or {})
+    if r.get("status") == "error":
+        meta.pop("error", None)  # the reason column says why the file could not be read
+    return (
+        f'<tr data-status="{e(verdict)}"><td>{img}</td><td class="mono path">{e(r.get("path"))}</td>'
+        f'<td data-v="{e(verdict)}"><span class="badge {VERDICT_BADGES.get(verdict, "s-ok")}">{e(verdict)}</span></td>'
+        f"<td>{e(size)}</td>{p_cell}<td class='num'>{e(accuracy)}</td><td class='mono'>{e(message)}</td>"
+        f'<td class="reason">{e(provenance(meta))}</td><td class="reason">{e(reason)}</td></tr>'
+    )
+
+
+def _rows_to_list(records: Sequence[dict[str, Any]]) -> list[int]:
+    """Which records the file table lists: all, or past MAX_FILE_ROWS detections and failures first."""
+    if len(records) <= MAX_FILE_ROWS:
+        return list(range(len(records)))
+    ranked = sorted(range(len(records)), key=lambda i: file_verdict(records[i]) == "none")
+    return sorted(ranked[:MAX_FILE_ROWS])
+
+
+def _audit_thumbnail(record: dict[str, Any], base: Path) -> str | None:
+    if record.get("status") == "error":
+        return None
+    return thumbnail(resolve(record["path"], base), AUDIT_THUMBNAIL_PX)
+
+
+def audit_report(records: Sequence[dict[str, Any]], source: str, base: Path) -> str:
+    """The report of an audit's records: counts, p-values, failures, and every file with its thumbnail."""
+    listed = _rows_to_list(records)
+    with image_pool() as pool:
+        uris = pool.map(lambda i: _audit_thumbnail(records[i], base), listed)  # read while charts are drawn
+        return page("sdsuite audit report", _subtitle(source), _audit_body(records, listed, uris))
+
+
+def _audit_body(records: Sequence[dict[str, Any]], listed: list[int], uris: Iterator[str | None]) -> str:
+    summary = summarise_audit(list(records))
+    scheme_rows = "".join(
+        f"<tr><td>{e(scheme)}</td><td class='num'>{c.detected:,}</td><td class='num'>{c.not_detected:,}</td>"
+        f"<td class='num'>{c.detected / c.checked:.1%}</td><td class='num'>{c.exact:,}</td>"
+        f"{_td(c.min_p, True, 2)}</tr>"
+        for scheme, c in summary["per_scheme"].items()
+    )
+    order = ("ok", "too_small", "error")
+    status_line = " ".join(
+        f"<span>{_badge(k)} {summary['status'][k]:,}</span>"
+        for k in sorted(summary["status"], key=lambda k: order.index(k) if k in order else len(order))
+    )
+    by_scheme: dict[str, list[float]] = {}
+    for r in records:
+        for m in r.get("watermarks") or []:
+            if m.get("p_value") is not None:
+                by_scheme.setdefault(m["scheme"], []).append(m["p_value"])
+    failed = [r for r in records if r.get("status") != "ok"]
+    kinds = ", ".join(f"{kind} {n:,}" for kind, n in summary["error_kinds"].most_common())
     error_rows = [
-        f'<tr data-status="{e(r.get("status"))}"><td class="mono">{e(r.get("path"))}</td>'
-        f"<td>{_badge('error' if r.get('status') == 'error' else 'skipped')} {e(r.get('status'))}</td>"
-        f'<td class="reason">{e(r.get("error"))}</td></tr>'
-        for r in errors
+        f'<tr data-status="{e(r.get("status"))}"><td class="mono path">{e(r.get("path"))}</td>'
+        f"<td>{_badge(r.get('status') or 'error')}</td>"
+        f"<td>{e(r.get('error_kind') or '')}</td><td class='reason'>{e(r.get('error'))}</td></tr>"
+        for r in failed
     ]
-    paths = [r.get("path", "") for r in records]
-    uris = thumbnails([p for p in paths])
-    file_rows = []
-    for r, uri in zip(records, uris, strict=True):
-        found = [w for w in r.get("watermarks") or [] if w.get("detected")]
-        verdict = ", ".join(f"{w['scheme']} (p={w['p_value']:.2g})" for w in found) if found else "none"
-        best = min((w.get("p_value") for w in r.get("watermarks") or [] if w.get("p_value") is not None), default=None)
-        meta = r.get("metadata") or {}
-        meta_text = (
-            "; ".join(f"{k}: {v}" for k, v in meta.items() if v)[:300] if isinstance(meta, dict) else str(meta)[:300]
-        )
-        img = f'<img src="{uri}" alt="" loading="lazy" width="64">' if uri else ""
-        file_rows.append(
-            f'<tr data-status="{e(r.get("status"))}"><td>{img}</td><td class="mono">{e(r.get("path"))}</td>'
-            f"<td>{_badge(r.get('status', 'error') if r.get('status') == 'ok' else 'error')} {e(r.get('status'))}</td>"
-            f"{_td(r.get('width'), True)}{_td(r.get('height'), True)}<td>{e(verdict)}</td>{_td(best, True)}"
-            f'<td class="reason">{e(meta_text)}</td></tr>'
-        )
+    unlisted = (
+        f'<p class="note">{len(records) - len(listed):,} files without a detection or failure are not listed '
+        f"(the table keeps {MAX_FILE_ROWS:,} rows); the audit's output has every record.</p>"
+        if len(listed) < len(records)
+        else ""
+    )
     file_headers = (
         ("", False),
         ("path", False),
-        ("status", False),
-        ("width", True),
-        ("height", True),
-        ("watermark", False),
-        ("min p", True),
-        ("metadata", False),
+        ("verdict", False),
+        ("size", False),
+        ("smallest p", True),
+        ("bits match", True),
+        ("decoded message", False),
+        ("provenance claims", False),
+        ("reason", False),
     )
+    verdict_names = sorted(summary["verdicts"], key=lambda v: (v in ("none", "too_small", "error"), v))
     body = [
         "<h2>Summary</h2>",
-        f'<p class="counts">{len(records)} file(s): {status_line}</p>',
-        '<div class="tablewrap"><table><thead><tr><th>scheme</th><th>detected</th><th>checked</th></tr></thead>'
-        f"<tbody>{count_rows}</tbody></table></div>",
+        f'<p class="counts">{len(records):,} file(s): {status_line}</p>',
+        '<div class="row">',
         svg_figure(
-            charts.histogram(pvalues, "p-value (log scale)", "p-values of every scheme checked", log=True),
-            "Distribution of p-values: watermarked files sit far left",
-            "No p-values in this audit.",
+            charts.verdicts(dict(summary["verdicts"]), list(summary["per_scheme"])),
+            "Files by verdict: the scheme(s) detected, none, too small to carry a mark, or unreadable",
+            "No files in this audit.",
         ),
-        "<h2>Errors</h2>",
-        table("audit-errors", (("path", False), ("status", False), ("reason", False)), error_rows)
-        if errors
-        else '<p class="note">No file failed.</p>',
+        '<div><div class="tablewrap"><table><thead><tr><th>scheme</th><th class="num">detected</th>'
+        '<th class="num">not detected</th><th class="num">share</th><th class="num">message exact</th>'
+        f'<th class="num">smallest p</th></tr></thead><tbody>{scheme_rows}</tbody></table></div>'
+        '<p class="note">A scheme is detected when its p-value is at or below the audit\'s <code>--alpha</code> '
+        f"(default {DEFAULT_ALPHA:g}); <em>message exact</em> counts detections whose decoded bits also spell "
+        "the message, the reference decoder's own (brittle) test. Files that were too small or failed are "
+        "not tested.</p></div></div>",
+        svg_figure(
+            charts.pvalues(by_scheme, DEFAULT_ALPHA),
+            "The p-value of every scheme tested in every file. Left: unmarked files spread over [0, 1] "
+            "(piling up at 1, as p-values are corrected over channel orders); right: marked files stand "
+            "past the threshold.",
+            "No scheme was tested in this audit.",
+        ),
+        "<h2>Not audited</h2>",
+        (
+            f'<p class="note">{sum(summary["error_kinds"].values()):,} file(s) could not be audited'
+            f"{f' ({e(kinds)})' if kinds else ''}; {summary['status'].get('too_small', 0):,} too small to carry "
+            "a mark (the reference needs 256x256 pixels).</p>"
+            + table(
+                "audit-errors", (("path", False), ("status", False), ("kind", False), ("reason", False)), error_rows
+            )
+        )
+        if failed
+        else '<p class="note">Every file was audited.</p>',
         "<h2>Files</h2>",
-        table("audit-files", file_headers, file_rows, ("ok", "too_small", "error")),
+        # the thumbnails are waited for only now, after the charts
+        table(
+            "audit-files",
+            file_headers,
+            (_file_row(records[i], uri) for i, uri in zip(listed, uris, strict=True)),
+            verdict_names,
+            "verdict",
+        ),
+        unlisted,
     ]
-    subtitle = f"{source} · generated {time.strftime('%Y-%m-%d %H:%M')} by sdsuite {__version__}"
-    return page("sdsuite audit report", subtitle, "".join(body))
+    return "".join(body)

@@ -5,9 +5,9 @@
     var cell = row.cells[index];
     if (!cell) return "";
     var v = cell.getAttribute("data-v");
-    if (v === null) v = cell.textContent;
-    var n = parseFloat(v);
-    return isNaN(n) || String(n) !== String(v).trim() ? String(v).toLowerCase() : n;
+    v = String(v === null ? cell.textContent : v).trim();
+    var n = v === "" ? NaN : Number(v);  // Number() takes "1e-05" whole; parseFloat would take "12 MB" too
+    return isNaN(n) ? v.toLowerCase() : n;
   }
   function sortBy(table, index, th) {
     var body = table.tBodies[0];
