@@ -212,3 +212,24 @@ def test_a_killed_runner_takes_its_running_worker_with_it(tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert _no_process_holds_files_under(out, wait_s=2), "the worker outlived the killed runner"
+
+
+def test_every_png_a_run_writes_carries_the_reference_watermark(tmp_path):
+    import cv2
+    from imwatermark import WatermarkDecoder
+
+    profile = tmp_path / "marked.toml"
+    profile.write_text(
+        '[defaults]\nweights = "tiny"\nsteps = 2\nrepeats = 1\nwarmup = 0\nsampler = "ddim"\n'
+        '[[scenario]]\nname = "v1"\nmodel = "sd-v1"\nwidth = 512\nheight = 512\nbatch = 2\n'
+        '[[scenario]]\nname = "v2"\nmodel = "sd-v2.1"\nwidth = 768\nheight = 768\n'
+    )
+    out = tmp_path / "run"
+    assert main(["bench", str(profile), "--out", str(out)]) == 0
+    expected = {"v1": b"StableDiffusionV1", "v2": b"SDV2"}
+    pngs = sorted((out / "images").glob("*.png"))
+    assert [p.name for p in pngs] == ["v1-0.png", "v1-1.png", "v2-0.png"]
+    for png in pngs:
+        message = expected[png.name.split("-")[0]]
+        bgr = cv2.imread(str(png), cv2.IMREAD_COLOR)
+        assert WatermarkDecoder("bytes", len(message) * 8).decode(bgr, "dwtDct") == message, png.name
