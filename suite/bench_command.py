@@ -8,7 +8,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 DEFAULT_REPORTS = Path("reports")
 
@@ -106,9 +106,9 @@ def _describe(s) -> str:
 class Console:
     """Progress on stderr: live lines on a terminal, sparse lines in a log."""
 
-    def __init__(self, stream=sys.stderr):
-        self.stream = stream
-        self.live = stream.isatty()
+    def __init__(self, stream: TextIO | None = None):
+        self.stream = sys.stderr if stream is None else stream  # looked up now: sys.stderr may have been replaced
+        self.live = self.stream.isatty()
         self.t0 = time.monotonic()
 
     def _elapsed(self) -> str:
