@@ -8,15 +8,12 @@ script can run; the page loads nothing from the network.
 from __future__ import annotations
 
 import base64
-import html
 import io
-import math
 import os
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -25,25 +22,10 @@ from suite.audit.defaults import DEFAULT_ALPHA, MAX_PIXELS
 from suite.report import charts
 from suite.report.checks import MarkCheck, audit_image, file_verdict, mark_check, summarise_audit
 from suite.report.compare import compare_runs
+from suite.report.markup import badge, e, fmt, page, svg_figure, table, td
 from suite.report.runs import Run
 
 THUMBNAIL_PX = 160
-
-
-def e(value: Any) -> str:
-    return html.escape("" if value is None else str(value), quote=True)
-
-
-def _asset(name: str) -> str:
-    return resources.files("suite.report").joinpath("assets", name).read_text(encoding="utf-8")
-
-
-def _fmt(value: Any, digits: int = 3) -> str:
-    if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    if isinstance(value, float):
-        return f"{value:,.0f}" if abs(value) >= 10**digits else f"{value:.{digits}g}"  # 5,250 not 5.25e+03
-    return str(value)
 
 
 def thumbnail(path: str | Path, size: int = THUMBNAIL_PX) -> str | None:
@@ -72,63 +54,6 @@ def image_pool() -> ThreadPoolExecutor:
     and OpenCV release the GIL while they decode and resize, and a thread needs no fork of a
     process that has run OpenCV."""
     return ThreadPoolExecutor(max_workers=os.cpu_count() or 1)
-
-
-def svg_figure(svg: str | None, caption: str, missing: str) -> str:
-    if svg is None:
-        return f'<p class="note">{e(missing)}</p>'
-    uri = "data:image/svg+xml;base64," + base64.b64encode(svg.encode("utf-8")).decode("ascii")
-    return f'<figure><img src="{uri}" alt="{e(caption)}"><figcaption>{e(caption)}</figcaption></figure>'
-
-
-def page(title: str, subtitle: str, body: str) -> str:
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; img-src data:; '
-        "style-src 'unsafe-inline'; script-src 'unsafe-inline'\">"
-        f"<title>{e(title)}</title><style>{_asset('report.css')}</style></head><body>"
-        f"<header><h1>{e(title)}</h1><p>{e(subtitle)}</p></header><main>{body}</main>"
-        f"<script>{_asset('report.js')}</script></body></html>\n"
-    )
-
-
-def table(
-    table_id: str,
-    headers: Sequence[tuple[str, bool]],
-    rows: Iterable[str],
-    statuses: Sequence[str] = (),
-    picker: str = "status",
-) -> str:
-    """A sortable, filterable table; `headers` are (label, numeric), `rows` ready-made <tr> elements,
-    and `statuses` the values of the rows' data-status the `picker` menu filters on."""
-    head = "".join(f'<th class="num">{e(h)}</th>' if num else f"<th>{e(h)}</th>" for h, num in headers)
-    menu = ""
-    if statuses:
-        options = "".join(f'<option value="{e(s)}">{e(s)}</option>' for s in statuses)
-        menu = (
-            f'<select data-filter="{table_id}" aria-label="{e(picker)}">'
-            f'<option value="">every {e(picker)}</option>{options}</select>'
-        )
-    body = "".join(rows)
-    return (
-        f'<div class="controls"><input type="search" placeholder="filter rows…" data-filter="{table_id}" '
-        f'aria-label="filter">{menu}<span class="note" data-count="{table_id}"></span></div>'
-        f'<div class="tablewrap"><table class="sortable" id="{table_id}"><thead><tr>{head}</tr></thead>'
-        f"<tbody>{body}</tbody></table></div>"
-    )
-
-
-def _td(value: Any, numeric: bool = False, digits: int = 3, cls: str = "") -> str:
-    text = _fmt(value, digits)
-    classes = " ".join(c for c in ("num" if numeric else "", cls) if c)
-    attr = f' class="{classes}"' if classes else ""
-    sort = f' data-v="{e(value)}"' if numeric and text else ""
-    return f"<td{attr}{sort}>{e(text)}</td>"
-
-
-def _badge(status: str) -> str:
-    return f'<span class="badge s-{e(status)}">{e(status)}</span>'
 
 
 # ---- bench runs ---------------------------------------------------------------------------------
@@ -173,7 +98,7 @@ def machine_card(run: Run) -> str:
     counts: dict[str, int] = {}
     for r in run.records:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
-    summary = " ".join(f"<span>{_badge(k)} {n}</span>" for k, n in sorted(counts.items()))
+    summary = " ".join(f"<span>{badge(k)} {n}</span>" for k, n in sorted(counts.items()))
     dl = "".join(f"<dt>{e(k)}</dt><dd>{e(v)}</dd>" for k, v in items)
     return (
         f'<div class="card"><h3>{e(run.label)}</h3><p>{weights}</p><p class="counts">{summary}</p><dl>{dl}</dl></div>'
@@ -231,7 +156,7 @@ def scenario_rows(runs: Sequence[Run]) -> list[str]:
                 if isinstance(value, str) and value.startswith("'"):
                     value = value[1:]  # the CSV's spreadsheet guard, not part of the text
                 if key == "status":
-                    cells.append(f'<td data-v="{e(value)}">{_badge(value)}</td>')
+                    cells.append(f'<td data-v="{e(value)}">{badge(value)}</td>')
                 elif key == "quality" and str(value).startswith("broken"):
                     cells.append(
                         f'<td class="reason"><span class="badge q-broken">broken</span> {e(str(value)[7:])}</td>'
@@ -239,7 +164,7 @@ def scenario_rows(runs: Sequence[Run]) -> list[str]:
                 elif key == "error":
                     cells.append(f'<td class="reason short">{e(value)}</td>')
                 else:
-                    cells.append(_td(value, numeric))
+                    cells.append(td(value, numeric))
             out.append(f'<tr data-status="{e(row["status"])}">{"".join(cells)}</tr>')
     return out
 
@@ -261,7 +186,7 @@ def budget_table(runs: Sequence[Run]) -> str:
     if not cells:
         return '<p class="note">No VRAM budget was emulated in these runs (it needs CUDA; see the lowvram-budget scenarios).</p>'
     order = sorted(budgets)
-    head = "".join(f"<th>{e(_fmt(b))} GiB</th>" for b in order)
+    head = "".join(f"<th>{e(fmt(b))} GiB</th>" for b in order)
     body = []
     for (label, base), verdicts in cells.items():
         tds = []
@@ -288,8 +213,8 @@ def comparison_section(runs: Sequence[Run]) -> str:
         for c in compare_runs(base, other):
             interval = f"{c.low:.3f}–{c.high:.3f}" if c.low is not None else ""
             rows.append(
-                f'<tr data-status="{e(c.verdict)}"><td>{e(c.scenario)}</td>{_td(c.a_s, True)}{_td(c.b_s, True)}'
-                f"{_td(c.ratio, True, 4)}<td>{e(interval)}</td><td>{e(c.verdict)}</td></tr>"
+                f'<tr data-status="{e(c.verdict)}"><td>{e(c.scenario)}</td>{td(c.a_s, True)}{td(c.b_s, True)}'
+                f"{td(c.ratio, True, 4)}<td>{e(interval)}</td><td>{e(c.verdict)}</td></tr>"
             )
         headers = (
             ("scenario", False),
@@ -331,7 +256,7 @@ def mark_lines(check: MarkCheck) -> str:
             match = " · message exact"
         elif check.bit_accuracy is not None:
             match = f" · {check.bit_accuracy:.0%} of bits match"
-        lines.append(f"{which} = {e(_fmt(check.p_value, 2))}{e(match)}")
+        lines.append(f"{which} = {e(fmt(check.p_value, 2))}{e(match)}")
     return "".join(f"<div>{line}</div>" for line in lines)
 
 
@@ -500,7 +425,7 @@ def _file_row(r: dict[str, Any], uri: str | None) -> str:
     best = min(found or marks, key=lambda m: m["p_value"], default=None)
     p_cell = "<td></td>"
     if best is not None:
-        text = _fmt(best["p_value"], 2) + ("" if found else f" ({best['scheme']})")
+        text = fmt(best["p_value"], 2) + ("" if found else f" ({best['scheme']})")
         p_cell = f'<td class="num" data-v="{e(repr(best["p_value"]))}">{e(text)}</td>'
     accuracy = f"{found[0]['bit_accuracy']:.0%}" if found and found[0].get("bit_accuracy") is not None else ""
     decoded = found[0].get("decoded") if found else None
@@ -546,12 +471,12 @@ def _audit_body(records: Sequence[dict[str, Any]], listed: list[int], uris: Iter
     scheme_rows = "".join(
         f"<tr><td>{e(scheme)}</td><td class='num'>{c.detected:,}</td><td class='num'>{c.not_detected:,}</td>"
         f"<td class='num'>{c.detected / c.checked:.1%}</td><td class='num'>{c.exact:,}</td>"
-        f"{_td(c.min_p, True, 2)}</tr>"
+        f"{td(c.min_p, True, 2)}</tr>"
         for scheme, c in summary["per_scheme"].items()
     )
     order = ("ok", "too_small", "error")
     status_line = " ".join(
-        f"<span>{_badge(k)} {summary['status'][k]:,}</span>"
+        f"<span>{badge(k)} {summary['status'][k]:,}</span>"
         for k in sorted(summary["status"], key=lambda k: order.index(k) if k in order else len(order))
     )
     by_scheme: dict[str, list[float]] = {}
@@ -563,7 +488,7 @@ def _audit_body(records: Sequence[dict[str, Any]], listed: list[int], uris: Iter
     kinds = ", ".join(f"{kind} {n:,}" for kind, n in summary["error_kinds"].most_common())
     error_rows = [
         f'<tr data-status="{e(r.get("status"))}"><td class="mono path">{e(r.get("path"))}</td>'
-        f"<td>{_badge(r.get('status') or 'error')}</td>"
+        f"<td>{badge(r.get('status') or 'error')}</td>"
         f"<td>{e(r.get('error_kind') or '')}</td><td class='reason'>{e(r.get('error'))}</td></tr>"
         for r in failed
     ]
