@@ -98,9 +98,14 @@ def _matching_weights(scenarios: list, weights: str) -> list:
 
 def _describe(s) -> str:
     size = f"{s.width}x{s.height}"
-    return (
-        f"{s.model} {s.task} {size} {s.steps} steps x{s.batch} {s.device} {s.precision} {s.memory_mode} [{s.weights}]"
-    )
+    text = f"{s.model} {s.task} {size} {s.steps} steps x{s.batch} {s.device} {s.precision} {s.memory_mode}"
+    if s.techniques != "eager":
+        text += f" {s.techniques}"
+    if s.search:
+        text += f" search {s.search}" + (f" under {s.vram_budget_gib:g} GiB" if s.vram_budget_gib else "")
+    elif s.vram_budget_gib:
+        text += f" budget {s.vram_budget_gib:g} GiB"
+    return f"{text} [{s.weights}]"
 
 
 class Console:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.util
 import itertools
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -67,9 +69,30 @@ def check_applicable(scenario: Scenario) -> torch.device:
         raise NotApplicable(
             f"{scenario.memory_mode} moves weights between CPU and an accelerator; on cpu there is none"
         )
-    if scenario.vram_budget_gib and device.type != "cuda":
+    if (scenario.vram_budget_gib or scenario.search) and device.type != "cuda":
         raise NotApplicable("a VRAM budget is emulated on CUDA only")
+    for requirement in scenario.requires:
+        missing = _missing(requirement, device)
+        if missing:
+            raise NotApplicable(missing)
+    if scenario.compile:
+        if device.type == "cpu" and not (shutil.which("c++") or shutil.which("g++")):
+            raise NotApplicable("torch.compile on the CPU needs a C++ compiler, and none is on PATH")
+        if device.type == "cuda" and importlib.util.find_spec("triton") is None:
+            raise NotApplicable("torch.compile on CUDA needs triton, which is not installed")
     return device
+
+
+def _missing(requirement: str, device: torch.device) -> str | None:
+    """Why a scenario's declared requirement is not met here (None when it is)."""
+    if requirement == "cpu-bf16":
+        from suite.measure.fingerprint import cpu_flags
+
+        if device.type != "cpu" or not cpu_flags() & {"avx512_bf16", "amx_bf16"}:
+            return "needs a CPU with native bf16 (AVX512-BF16 or AMX); this one would only emulate it, slowly"
+    elif requirement == "no-accelerator" and resolve_device("auto").type != "cpu":
+        return "a CPU variant for machines without a GPU; this one has a GPU, whose own scenarios say more"
+    return None
 
 
 def make_scheduler(name: str, config: dict[str, Any]):
@@ -167,6 +190,10 @@ def apply_techniques(pipe: Any, s: Scenario) -> None:
         pipe.unet.to(memory_format=torch.channels_last)
         pipe.vae.to(memory_format=torch.channels_last)
     if s.compile:
+        if s.compile_freeze:
+            from torch._inductor import config as inductor_config
+
+            inductor_config.freezing = True
         mode = None if s.compile == "default" else s.compile
         if "unet" in s.compile_targets:
             pipe.unet = torch.compile(pipe.unet, mode=mode)

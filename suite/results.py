@@ -97,6 +97,11 @@ COLUMNS = (
     "compile_s",
     "quality",
     "psnr_db",
+    "capacity_search",
+    "capacity_value",
+    "capacity_unit",
+    "capacity_probes",
+    "capacity_note",
     "watermark_scheme",
     "images",
     "started_at",
@@ -161,6 +166,7 @@ def flatten(record: dict[str, Any]) -> dict[str, Any]:
         "compile_s": record.get("compile_s"),
         "quality": (record.get("quality") or {}).get("verdict", ""),
         "psnr_db": (record.get("quality") or {}).get("psnr_db"),
+        **_capacity_cells(record.get("capacity")),
         "watermark_scheme": (record.get("watermark") or {}).get("scheme", ""),
         "images": ";".join(record.get("images") or []),
         "started_at": record.get("started_at", ""),
@@ -197,6 +203,18 @@ def flatten(record: dict[str, Any]) -> dict[str, Any]:
     for key in FINGERPRINT_COLUMNS:
         row[key] = fingerprint.get(key, "")
     return {c: _cell(row.get(c)) for c in COLUMNS}
+
+
+def _capacity_cells(capacity: dict[str, Any] | None) -> dict[str, Any]:
+    if not capacity:
+        return {}
+    return {
+        "capacity_search": capacity["search"],
+        "capacity_value": capacity.get("value"),
+        "capacity_unit": capacity["unit"],
+        "capacity_probes": len(capacity.get("probes") or []),
+        "capacity_note": capacity.get("note", ""),
+    }
 
 
 def _cell(value: Any) -> Any:

@@ -3,8 +3,9 @@
 The runner never imports a model or creates a CUDA context: it decides what cannot run here
 (`skipped`), starts one worker process per scenario with a timeout, turns whatever happens to
 the worker (a record, a crash, a hang) into exactly one record, and appends it to the results
-store before starting the next. Workers die with the runner (PR_SET_PDEATHSIG), so a `kill -9`
-of the runner leaves no orphan holding the GPU, and `--resume` continues the run.
+store before starting the next. Workers die with the runner (worker.die_with_runner), so a
+`kill -9` of the runner leaves no orphan holding the GPU, and `--resume` continues the run. A
+capacity search is one scenario whose probes are workers of their own (suite.capacity).
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ class WorkerOutcome:
     timed_out: bool
     last_event: dict[str, Any] | None
     log_tail: str
+    # set when the limit that expired was a phase's own budget (an event's `budget_s`), not the timeout
+    phase_budget_s: float | None = None
 
 
 def _kill(proc) -> None:
@@ -60,29 +63,43 @@ def _kill(proc) -> None:
 def run_process(
     target, args: tuple, log_path: Path, timeout_s: float, on_event: Callable[[dict], None] = lambda e: None
 ) -> WorkerOutcome:
-    """Run target(*args, channel, log_path, runner_pid) in a worker; relay its events; kill it at the deadline."""
+    """Run target(*args, channel, log_path, runner_pid) in a worker; relay its events; kill it at the deadline.
+
+    An event with `budget_s` gives its phase a deadline of its own (torch.compile's first call), which
+    holds until an event of another phase arrives.
+    """
     context = worker_context()
     receiver, sender = context.Pipe(duplex=False)
     proc = context.Process(target=target, args=(*args, sender, str(log_path), os.getpid()), daemon=False)
     proc.start()
     sender.close()
     deadline = time.monotonic() + timeout_s
+    phase_budget: tuple[str, float, float] | None = None  # (phase, its budget in s, its deadline)
     timed_out = False
+    expired_budget = None
     last_event = None
     open_channel = True
     while proc.is_alive() or open_channel:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
+        now = time.monotonic()
+        limit = min(deadline, phase_budget[2]) if phase_budget else deadline
+        if now >= limit:
             timed_out = True
+            expired_budget = phase_budget[1] if phase_budget and phase_budget[2] < deadline else None
             _kill(proc)
             break
-        ready = wait([receiver, proc.sentinel] if open_channel else [proc.sentinel], timeout=min(remaining, 1.0))
+        ready = wait([receiver, proc.sentinel] if open_channel else [proc.sentinel], timeout=min(limit - now, 1.0))
         if receiver in ready:
             try:
                 last_event = receiver.recv()
-                on_event(last_event)
             except EOFError:
                 open_channel = False
+            else:
+                if "budget_s" in last_event:
+                    budget = float(last_event["budget_s"])
+                    phase_budget = (last_event.get("phase", ""), budget, time.monotonic() + budget)
+                elif phase_budget and last_event.get("phase") != phase_budget[0]:
+                    phase_budget = None
+                on_event(last_event)
         elif proc.sentinel in ready and not receiver.poll():
             open_channel = False
     proc.join()
@@ -90,7 +107,8 @@ def run_process(
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)  # a sampler the worker left behind
     text = log_path.read_text(encoding="utf-8", errors="replace") if log_path.exists() else ""
-    return WorkerOutcome(proc.exitcode, timed_out, last_event, "\n".join(text.splitlines()[-LOG_TAIL_LINES:]))
+    tail = "\n".join(text.splitlines()[-LOG_TAIL_LINES:])
+    return WorkerOutcome(proc.exitcode, timed_out, last_event, tail, expired_budget)
 
 
 def run_worker(
@@ -116,6 +134,12 @@ def outcome_record(result: dict[str, Any] | None, outcome: WorkerOutcome, timeou
             e = outcome.last_event
             where = f" during {e.get('phase')}" + (f" {e['run']}/{e['runs']}" if "run" in e else "")
             where += f" (step {e['step']}/{e['steps']})" if "step" in e else ""
+        if outcome.phase_budget_s is not None:
+            phase = (outcome.last_event or {}).get("phase", "a phase")
+            return {
+                "status": "timeout",
+                "error": f"{phase} did not finish within its {outcome.phase_budget_s:.0f} s budget{where}; worker killed",
+            }
         return {"status": "timeout", "error": f"no result within {timeout_s:.0f} s{where}; worker killed"}
     code = outcome.returncode
     if code is not None and code < 0:
@@ -168,17 +192,10 @@ class Runner:
         skip = skip_reason(scenario)
         if skip:
             body: dict[str, Any] = {"status": "skipped", "error": skip}
+        elif scenario.search:
+            body = self.search(scenario, work_dir, logs, timeout)
         else:
-            job = {
-                "scenario": scenario.to_dict(),
-                "run_dir": str(self.store.run_dir),
-                "peak_tflops": self.environment.get("peak_tflops", {}),
-                "threads": self.threads,
-            }
-            result, outcome = run_worker(
-                job, work_dir, logs / f"{scenario.name}.log", timeout, lambda e: self.on_event(scenario, e)
-            )
-            body = outcome_record(result, outcome, timeout)
+            body = self.run_worker(scenario, scenario, work_dir, logs, timeout)
         return {
             "schema_version": SCHEMA_VERSION,
             "run_id": self.environment["run_id"],
@@ -188,6 +205,37 @@ class Runner:
             **body,
             "fingerprint": self.environment.get("fingerprint", {}),
         }
+
+    def run_worker(
+        self, scenario: Scenario, shown_as: Scenario, work_dir: Path, logs: Path, timeout: float, **job: Any
+    ) -> dict[str, Any]:
+        """One worker for `scenario`, its events reported as `shown_as`'s; the record, or why there is none."""
+        job = {
+            "scenario": scenario.to_dict(),
+            "run_dir": str(self.store.run_dir),
+            "peak_tflops": self.environment.get("peak_tflops", {}),
+            "threads": self.threads,
+            **job,
+        }
+        result, outcome = run_worker(
+            job, work_dir, logs / f"{scenario.name}.log", timeout, lambda e: self.on_event(shown_as, e)
+        )
+        return outcome_record(result, outcome, timeout)
+
+    def search(self, scenario: Scenario, work_dir: Path, logs: Path, timeout: float) -> dict[str, Any]:
+        """A capacity search: each probe a fresh worker, so an OOM leaves nothing for the next probe."""
+        from suite import capacity
+
+        def probe(p: Scenario) -> dict[str, Any]:
+            label = p.name.rsplit(".probe-", 1)[1]
+            self.on_event(scenario, {"phase": f"probe {label}"})
+            record = self.run_worker(p, scenario, work_dir, logs, timeout, save_images=False)
+            verdict = {"ok": "fits", "oom": "out of memory"}.get(record["status"], record["status"])
+            self.on_event(scenario, {"phase": f"probe {label}: {verdict}"})
+            return record
+
+        device_gib = self.environment.get("fingerprint", {}).get("gpu_vram_gib") or None
+        return capacity.search(scenario, probe, device_gib)
 
 
 def skip_reason(scenario: Scenario) -> str | None:

@@ -36,6 +36,10 @@ WATERMARKS = ("auto", "none", "sd-v1", "sd-v2", "sdxl")
 SDPA_BACKENDS = ("default", "math", "flash", "efficient", "cudnn")
 COMPILE_MODES = ("", "default", "reduce-overhead", "max-autotune-no-cudagraphs", "max-autotune")
 COMPILE_TARGETS = ("unet", "vae")
+# What a scenario may need beyond its device: it is `skipped`, with the reason, where it is absent.
+REQUIREMENTS = ("cpu-bf16", "no-accelerator")
+# Capacity searches: the value bisected, each probe in its own worker under the VRAM budget.
+SEARCHES = ("", "max-batch", "max-resolution", "min-budget")
 
 SCENARIOS_DIR = Path(__file__).resolve().parent.parent / "scenarios"
 
@@ -79,7 +83,15 @@ class Scenario:
     sdpa_backend: str = "default"
     compile: str = ""
     compile_targets: tuple[str, ...] = COMPILE_TARGETS
+    # inductor's freezing: weights folded in as constants and prepacked for oneDNN (CPU inference)
+    compile_freeze: bool = False
     threads: int = 0
+    # seconds the first call (where torch.compile compiles) may take before the worker is stopped
+    compile_timeout_s: float = 900.0
+    requires: tuple[str, ...] = field(default_factory=tuple)
+    # a capacity search instead of a timed run; search_max bounds it (batch, pixels, or GiB)
+    search: str = ""
+    search_max: float = 0.0
     # another scenario of the same file whose first image is the reference for a quality check
     quality_reference: str = ""
 
@@ -94,7 +106,8 @@ class Scenario:
         if self.sdpa_backend != "default":
             parts.append(f"sdpa-{self.sdpa_backend}")
         if self.compile:
-            parts.append(f"compile-{self.compile}({'+'.join(self.compile_targets)})")
+            freeze = "+freeze" if self.compile_freeze else ""
+            parts.append(f"compile-{self.compile}{freeze}({'+'.join(self.compile_targets)})")
         if self.threads:
             parts.append(f"threads-{self.threads}")
         return "+".join(parts) or "eager"
@@ -113,6 +126,7 @@ class Scenario:
         d["memory_modes"] = list(self.memory_modes)
         d["tags"] = list(self.tags)
         d["compile_targets"] = list(self.compile_targets)
+        d["requires"] = list(self.requires)
         return d
 
     @classmethod
@@ -122,6 +136,7 @@ class Scenario:
         data["memory_modes"] = tuple(data.get("memory_modes", ("none",)))
         data["tags"] = tuple(data.get("tags", ()))
         data["compile_targets"] = tuple(data.get("compile_targets", COMPILE_TARGETS))
+        data["requires"] = tuple(data.get("requires", ()))
         return cls(**data)
 
 
@@ -158,11 +173,18 @@ _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
     "sdpa_backend": str,
     "compile": str,
     "compile_targets": list,
+    "compile_freeze": bool,
     "threads": int,
+    "compile_timeout_s": (int, float),
+    "requires": list,
+    "search": str,
+    "search_max": (int, float),
     "quality_reference": str,
 }
 # Matrix keys may use the singular, which reads better in a file: memory_mode = ["a", "b"].
 _ALIASES = {"memory_mode": "memory_modes"}
+# `size = 512` sets width and height together (a square image), in an entry or a matrix.
+_SQUARE = "size"
 
 
 def _choice(value: Any, allowed: tuple[str, ...], what: str) -> None:
@@ -180,15 +202,20 @@ def _normalise(raw: dict[str, Any]) -> dict[str, Any]:
     data: dict[str, Any] = {}
     for key, value in raw.items():
         key = _ALIASES.get(key, key)
+        if key == _SQUARE:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise _FieldError(key, f"expected int, got {type(value).__name__} {value!r}")
+            data["width"] = data["height"] = value
+            continue
         if key not in _FIELD_TYPES:
-            raise _FieldError(key, f"unknown field (known: {', '.join(sorted(_FIELD_TYPES))})")
+            raise _FieldError(key, f"unknown field (known: {', '.join(sorted([*_FIELD_TYPES, _SQUARE]))})")
         expected = _FIELD_TYPES[key]
         if (isinstance(value, bool) and expected is not bool) or not isinstance(value, expected):
             names = " or ".join(t.__name__ for t in (expected if isinstance(expected, tuple) else (expected,)))
             raise _FieldError(key, f"expected {names}, got {type(value).__name__} {value!r}")
         if key == "memory_modes":
             value = tuple(value.split("+")) if isinstance(value, str) else tuple(value)
-        elif key in ("tags", "compile_targets"):
+        elif key in ("tags", "compile_targets", "requires"):
             value = tuple(value)
         data[key] = value
     return data
@@ -228,6 +255,8 @@ def validate(s: Scenario) -> Scenario:
     _choice(s.compile, COMPILE_MODES, "compile")
     for target in s.compile_targets:
         _choice(target, COMPILE_TARGETS, "compile_targets")
+    if s.compile_freeze and not s.compile:
+        raise _FieldError("compile_freeze", "freezing is part of torch.compile: set compile too")
     if s.compile and s.warmup < 1:
         raise _FieldError("warmup", "a compiled scenario needs at least one warm-up run (it compiles there)")
     if s.compile and s.offloads:
@@ -236,6 +265,19 @@ def validate(s: Scenario) -> Scenario:
         raise _FieldError("threads", "must be 0 (torch's default) or a thread count")
     if s.vram_budget_gib < 0:
         raise _FieldError("vram_budget_gib", "must be 0 (no budget) or a size in GiB")
+    if s.compile_timeout_s <= 0:
+        raise _FieldError("compile_timeout_s", "must be positive")
+    for requirement in s.requires:
+        _choice(requirement, REQUIREMENTS, "requires")
+    _choice(s.search, SEARCHES, "search")
+    if s.search_max < 0:
+        raise _FieldError("search_max", "must be 0 (the search's default bound) or positive")
+    if s.search in ("max-batch", "max-resolution") and not s.vram_budget_gib:
+        raise _FieldError("search", f"a {s.search} search needs the vram_budget_gib it searches under")
+    if s.search == "min-budget" and s.vram_budget_gib:
+        raise _FieldError("vram_budget_gib", "a min-budget search chooses the budget itself: leave vram_budget_gib out")
+    if s.search == "max-resolution" and s.task == "upscale":
+        raise _FieldError("search", "max-resolution is searched for txt2img and img2img (multiples of 64)")
     return s if s.family else replace(s, family=s.name)
 
 

@@ -43,7 +43,10 @@ PRELOAD = [
 MIB = 1024 * 1024
 _channel = None  # the pipe to the runner, in a worker process
 # Below this PSNR against the plain run of the same seed, a faster configuration counts as broken.
-QUALITY_MIN_PSNR_DB = 20.0
+# Measured here: an unrelated image (another seed) scores 11-13 dB; the same image computed in
+# bf16 scores 19.8 dB on the tiny models and 22 dB on full-size synthetic ones, whose random
+# weights make the trajectory more chaotic than real weights do. Between the two lies 15 dB.
+QUALITY_MIN_PSNR_DB = 15.0
 
 
 def emit(**event: Any) -> None:
@@ -202,9 +205,12 @@ def run_job(job: dict[str, Any], record: dict[str, Any]) -> None:
             return report
 
         for i in range(scenario.warmup):
-            emit(phase="warmup", run=i + 1, runs=scenario.warmup)
+            # torch.compile compiles in the first call: a phase of its own, with a time budget the runner enforces
+            phase = "compile" if scenario.compile and i == 0 else "warmup"
+            budget = {"budget_s": scenario.compile_timeout_s} if phase == "compile" else {}
+            emit(phase=phase, run=i + 1, runs=scenario.warmup, **budget)
             record["warmup_latency_s"].append(
-                pipelines.generate(prepared, on_step("warmup", i + 1, scenario.warmup)).latency_s
+                pipelines.generate(prepared, on_step(phase, i + 1, scenario.warmup)).latency_s
             )
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
@@ -235,7 +241,8 @@ def run_job(job: dict[str, Any], record: dict[str, Any]) -> None:
                 "avg_power_w": sum(j for j, _ in energies) / sum(t for _, t in energies),
             }
         record["watermark"] = generation.watermark
-        record["images"] = save_images(generation.images, run_dir, scenario.name)
+        if job.get("save_images", True):
+            record["images"] = save_images(generation.images, run_dir, scenario.name)
         if scenario.compile and record["warmup_latency_s"]:
             record["compile_s"] = record["warmup_latency_s"][0] - min(record["latency_s"])
         record["quality"] = quality(generation, scenario, run_dir)
@@ -317,6 +324,8 @@ def probe(out: Path) -> None:
     data: dict[str, Any] = {"fingerprint": fingerprint()}
     device = pipelines.resolve_device("auto")
     peaks = {"fp32": measure_matmul_tflops(device, torch.float32)}
+    if device.type == "cpu" and data["fingerprint"]["cpu_bf16"]:
+        peaks["bf16"] = measure_matmul_tflops(device, torch.bfloat16)
     if device.type == "cuda":
         peaks["fp16"] = measure_matmul_tflops(device, torch.float16)
         peaks["bf16"] = measure_matmul_tflops(device, torch.bfloat16)

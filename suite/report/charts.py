@@ -20,6 +20,7 @@ import numpy as np
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from suite.report.runs import Run
+from suite.report.sweeps import Sweep, line_fit
 from suite.results import STAGES
 
 CARD_SIZES_GIB = (4, 6, 8, 12, 16, 24)
@@ -389,4 +390,36 @@ def pvalues(by_scheme: dict[str, list[float]], alpha: float) -> str | None:
     strength.set_ylabel("scheme tests (log scale)")
     strength.set_title("Strength of the evidence", loc="left")
     strength.legend(fontsize=7, loc="upper right")
+    return _svg(fig)
+
+
+AXIS_LABELS = {"steps": "denoising steps", "batch": "batch size", "resolution": "image side, pixels (square)"}
+
+
+def scaling(sweeps: Sequence[Sweep]) -> str | None:
+    """One row per sweep: seconds per call against the swept value (left), peak memory (right)."""
+    if not sweeps:
+        return None
+    fig, axes = plt.subplots(len(sweeps), 2, figsize=(10, 2.8 * len(sweeps)), squeeze=False)
+    for (ax_t, ax_m), sweep in zip(axes, sweeps, strict=True):
+        x = np.asarray(sweep.x)
+        y = np.asarray(sweep.latency_s)
+        err = [y - np.asarray(sweep.low_s), np.asarray(sweep.high_s) - y]
+        ax_t.errorbar(x, y, yerr=err, marker="o", ms=3.5, lw=1.2, color=COLORS[0], capsize=2, label="measured")
+        if sweep.axis == "steps":
+            fixed, per_step = line_fit(sweep.x, sweep.latency_s)
+            ax_t.plot(x, fixed + per_step * x, ls="--", lw=0.9, color="#c00", label="straight-line fit")
+            ax_t.legend(fontsize=7, loc="upper left")
+        ax_t.set_xlabel(AXIS_LABELS[sweep.axis])
+        ax_t.set_ylabel("seconds per call (median)")
+        ax_t.set_title(sweep.label, loc="left")
+        ax_t.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax_t.set_ylim(bottom=0)
+        memory = np.array([np.nan if m is None else m / 1024 for m in sweep.memory_mib], dtype=float)
+        ax_m.plot(x, memory, marker="s", ms=3.5, lw=1.2, color=COLORS[1])
+        ax_m.set_xlabel(AXIS_LABELS[sweep.axis])
+        ax_m.set_ylabel(f"peak {sweep.memory_kind}, GiB")
+        ax_m.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax_m.set_ylim(bottom=0)
+    fig.tight_layout()
     return _svg(fig)

@@ -19,7 +19,7 @@ from typing import Any
 
 from suite import __version__
 from suite.audit.defaults import DEFAULT_ALPHA, MAX_PIXELS
-from suite.report import charts
+from suite.report import capacity, charts, speedups, sweeps
 from suite.report.checks import MarkCheck, audit_image, file_verdict, mark_check, summarise_audit
 from suite.report.compare import compare_runs
 from suite.report.markup import badge, e, fmt, page, svg_figure, table, td
@@ -203,6 +203,16 @@ def budget_table(runs: Sequence[Run]) -> str:
     )
 
 
+def scaling_section(runs: Sequence[Run]) -> str:
+    found = [sweep for run in runs for sweep in sweeps.find_sweeps(run)]
+    if not found:
+        return ""
+    items = "".join(f"<li><b>{e(s.label)}</b> ({e(s.run.label)}): {e(sweeps.finding(s))}</li>" for s in found)
+    return f"<h2>Scaling</h2><ul>{items}</ul>" + svg_figure(
+        charts.scaling(found), "Seconds per call and peak memory against steps, batch and resolution", ""
+    )
+
+
 def comparison_section(runs: Sequence[Run]) -> str:
     if len(runs) < 2:
         return ""
@@ -342,12 +352,15 @@ def _bench_body(runs: Sequence[Run], items: Sequence, checked: Iterator) -> str:
         svg_figure(memory_svg, f"Peak memory ({memory_note})", "No memory measured."),
         "<h3>Would it fit? VRAM budget emulation</h3>",
         budget_table(runs),
+        capacity.section(runs),
         "<h2>Energy</h2>",
         svg_figure(charts.energy(runs), "Energy per image from the GPU's total-energy counter", no_gpu),
         "<h2>Compute</h2>",
         svg_figure(
             charts.tflops(runs), "UNet TFLOP per step divided by the median step time", "No compute figures recorded."
         ),
+        speedups.section(runs),
+        scaling_section(runs),
         comparison_section(runs),
         "<h2>Generated images</h2>",
         image_grid(items, checked),

@@ -1,0 +1,191 @@
+"""What fits in which card: the capacity searches' tables, and the article's 8 GB account beside them.
+
+The article ran on an 8 GB card and says three things about memory: the original v1 code needs
+12 GB or more ("CUDA out of memory" otherwise), optimizedSD's fp16 low-VRAM script ran in 8 GB,
+and SD 2.1 and the x4 upscaler ran out of memory on it. Whatever a run measured about an 8 GiB
+budget — a budget scenario's fits/oom, a min-budget search, a max-batch search at 8 GiB — is set
+beside each claim, agreeing or not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from suite.report.markup import badge, e, fmt
+from suite.report.runs import Run
+
+ARTICLE_CARD_GIB = 8.0
+
+
+@dataclass(frozen=True)
+class Claim:
+    text: str
+    fits: bool  # what the article says happened on its 8 GB card
+    matches: Callable[[dict[str, Any]], bool]
+
+
+def _plain(model: str, size: int) -> Callable[[dict[str, Any]], bool]:
+    return lambda s: (
+        s["model"] == model and s["width"] == s["height"] == size and s["memory_modes"] == ["none"] and s["batch"] == 1
+    )
+
+
+def _optimized(s: dict[str, Any]) -> bool:
+    low_vram = {"attention-slicing", "model-offload", "sequential-offload"}
+    return (
+        s["model"] == "sd-v1"
+        and s["width"] == s["height"] == 512
+        and s["precision"] == "fp16"
+        and s["batch"] == 1
+        and bool(low_vram & set(s["memory_modes"]))
+    )
+
+
+CLAIMS = (
+    Claim("SD v1 txt2img.py needs 12 GB or more VRAM (CUDA out of memory on 8 GB)", False, _plain("sd-v1", 512)),
+    Claim("optimizedSD (fp16, split model, sliced attention) ran on the 8 GB card", True, _optimized),
+    Claim("SD 2.1 at 768x768 ran out of memory on the 8 GB card", False, _plain("sd-v2.1", 768)),
+    Claim("the x4 upscaler (128 to 512) ran out of memory on the 8 GB card", False, _plain("sd-x4-upscaler", 512)),
+)
+
+
+def verdict(fits: bool, label: str = "") -> str:
+    """The fits / oom badge (green / red), with its own label where given."""
+    text = label or ("fits" if fits else "oom")
+    return f'<span class="badge {"v-fits" if fits else "v-oom"}">{e(text)}</span>'
+
+
+def _config(s: dict[str, Any]) -> str:
+    return f"{s['model']} {s['width']}x{s['height']} x{s['batch']} {s['precision']} {'+'.join(s['memory_modes'])}"
+
+
+def evidence_at(r: dict[str, Any], gib: float) -> tuple[bool, str] | None:
+    """Whether the record shows its configuration fitting in `gib` GiB, and how it shows it (None: it says nothing)."""
+    s, capacity = r["scenario"], r.get("capacity") or {}
+    if capacity.get("search") == "min-budget":
+        if r["status"] == "ok":
+            return capacity["value"] <= gib, f"smallest budget that fits: {capacity['value']:g} GiB"
+        if r["status"] == "oom":
+            return False, r.get("error", "")
+        return None
+    if capacity.get("search") == "max-batch" and s["vram_budget_gib"] == gib and r["status"] in ("ok", "oom"):
+        return r["status"] == "ok", f"largest batch under {gib:g} GiB: {capacity.get('value') or 'none'}"
+    if not capacity and s["vram_budget_gib"] == gib and r["status"] in ("ok", "oom"):
+        return r["status"] == "ok", f"run under a {gib:g} GiB budget: {'fits' if r['status'] == 'ok' else 'oom'}"
+    return None
+
+
+def article_table(runs: Sequence[Run]) -> str:
+    rows = []
+    for claim in CLAIMS:
+        found = []
+        for run in runs:
+            for r in run.records:
+                s = dict(r["scenario"])
+                if r.get("capacity", {}).get("search") == "max-batch":
+                    s["batch"] = 1  # batch 1 fits exactly when the largest batch is at least 1
+                if claim.matches(s):
+                    ev = evidence_at(r, ARTICLE_CARD_GIB)
+                    if ev is not None:
+                        found.append((run, r, *ev))
+        if not found:
+            rows.append(
+                f"<tr><td>{e(claim.text)}</td><td>{verdict(claim.fits)}</td>"
+                '<td colspan="3" class="note">not measured in these runs (needs CUDA: the reference and capacity '
+                "profiles)</td></tr>"
+            )
+        for run, r, fits, how in found:
+            agrees = fits == claim.fits
+            rows.append(
+                f"<tr><td>{e(claim.text)}</td><td>{verdict(claim.fits)}</td><td>{e(_config(r['scenario']))} "
+                f'<span class="note">({e(run.label)})</span></td><td>{verdict(fits)} {e(how)}</td>'
+                f"<td>{verdict(agrees, 'agrees' if agrees else 'disagrees')}</td></tr>"
+            )
+    return (
+        '<div class="tablewrap"><table><thead><tr><th>the article says</th><th>on 8 GB</th><th>configuration here</th>'
+        f"<th>measured at 8 GiB</th><th></th></tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
+    )
+
+
+SEARCH_TITLES = {
+    "max-batch": "Largest batch that fits each budget",
+    "max-resolution": "Largest square image (multiples of 64) that fits each budget",
+}
+
+
+def _cell(r: dict[str, Any]) -> str:
+    capacity = r.get("capacity") or {}
+    if r["status"] == "ok":
+        note = capacity.get("note")
+        text = f"≥ {fmt(capacity['value'])}" if note else fmt(capacity["value"])
+        return f'<td class="num" title="{e(note or "")}">{e(text)}</td>'
+    shown = verdict(False, "none") if r["status"] == "oom" else badge(r["status"])
+    return f'<td title="{e(r.get("error", ""))}">{shown}</td>'
+
+
+def search_table(runs: Sequence[Run], search: str) -> str:
+    """Configurations down, budgets across; each cell the value found."""
+    cells: dict[tuple[str, str], dict[float, str]] = {}
+    budgets: set[float] = set()
+    for run in runs:
+        for r in run.records:
+            s = r["scenario"]
+            if s.get("search") != search or r["status"] == "skipped":
+                continue
+            config = _config({**s, "batch": "N"} if search == "max-batch" else {**s, "width": "N", "height": "N"})
+            cells.setdefault((run.label, config), {})[s["vram_budget_gib"]] = _cell(r)
+            budgets.add(s["vram_budget_gib"])
+    if not cells:
+        return ""
+    order = sorted(budgets)
+    head = "".join(f'<th class="num">{e(fmt(b))} GiB</th>' for b in order)
+    body = "".join(
+        f"<tr><td>{e(label)}</td><td>{e(config)}</td>{''.join(row.get(b, '<td></td>') for b in order)}</tr>"
+        for (label, config), row in cells.items()
+    )
+    return (
+        f"<h3>{e(SEARCH_TITLES[search])}</h3>"
+        '<div class="tablewrap"><table><thead><tr><th>run</th><th>configuration</th>'
+        f"{head}</tr></thead><tbody>{body}</tbody></table></div>"
+    )
+
+
+def min_budget_table(runs: Sequence[Run]) -> str:
+    rows = []
+    for run in runs:
+        for r in run.records:
+            s = r["scenario"]
+            if s.get("search") != "min-budget" or r["status"] == "skipped":
+                continue
+            probes = len((r.get("capacity") or {}).get("probes") or [])
+            rows.append(
+                f"<tr><td>{e(run.label)}</td><td>{e(_config(s))}</td>{_cell(r)}<td class='num'>{probes}</td></tr>"
+            )
+    if not rows:
+        return ""
+    return (
+        "<h3>Smallest budget that fits (GiB)</h3>"
+        '<div class="tablewrap"><table><thead><tr><th>run</th><th>configuration</th><th class="num">GiB</th>'
+        f'<th class="num">probes</th></tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
+    )
+
+
+def section(runs: Sequence[Run]) -> str:
+    searched = any(r["scenario"].get("search") for run in runs for r in run.records)
+    skipped = searched and all(
+        r["status"] == "skipped" for run in runs for r in run.records if r["scenario"].get("search")
+    )
+    parts = ["<h3>The article's 8 GB card</h3>", article_table(runs)]
+    if skipped:
+        parts.append('<p class="note">The capacity searches were skipped: budgets are emulated on CUDA only.</p>')
+    tables = search_table(runs, "max-batch") + search_table(runs, "max-resolution") + min_budget_table(runs)
+    if tables:
+        parts.append(
+            '<p class="note">Each value is found by bisection, every probe a short generation in a fresh worker '
+            "under the emulated budget (the torch allocator capped at the budget less the measured CUDA context). "
+            "≥: the search's upper bound fits. none: even the smallest candidate ran out of memory.</p>"
+        )
+        parts.append(tables)
+    return "".join(parts)

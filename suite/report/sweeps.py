@@ -1,0 +1,120 @@
+"""Scaling sweeps: how latency and memory grow with steps, batch and resolution.
+
+A sweep is found, not declared: successful scenarios of one family in one run that differ in
+exactly one of steps, batch or (square) resolution. Each sweep gets the fit that answers its
+question: steps — the fixed cost and the cost per step (a straight line); batch — the batch
+from which throughput stops growing (within 10 % of the best images/s); resolution — the size
+past which time per pixel grows (more than 25 % above its minimum: attention's quadratic term).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from suite.report.runs import Run
+
+AXES = ("steps", "batch", "resolution")
+KNEE_THROUGHPUT = 0.90  # batch: the knee is the first batch within 10 % of the best images/s
+KNEE_PER_PIXEL = 1.25  # resolution: past the knee, seconds per pixel exceed the minimum by 25 %
+_IGNORED = {"name", "description", "tags", "quality_reference"}
+
+
+@dataclass
+class Sweep:
+    run: Run
+    family: str
+    axis: str
+    x: list[float]
+    latency_s: list[float]  # median seconds per call
+    low_s: list[float]
+    high_s: list[float]
+    memory_mib: list[float | None]
+    memory_kind: str  # "VRAM" or "RSS"
+    batch: list[int]
+
+    @property
+    def label(self) -> str:
+        return f"{self.family} · {self.axis}"
+
+
+def _axis_value(s: dict[str, Any], axis: str) -> float | None:
+    if axis == "resolution":
+        return float(s["width"]) if s["width"] == s["height"] else None
+    return float(s[axis])
+
+
+def _rest(s: dict[str, Any], axis: str) -> str:
+    varied = {"width", "height"} if axis == "resolution" else {axis}
+    return repr(sorted((k, repr(v)) for k, v in s.items() if k not in varied | _IGNORED))
+
+
+def find_sweeps(run: Run, min_points: int = 3) -> list[Sweep]:
+    ok = [
+        r
+        for r in run.records
+        if r["status"] == "ok" and r.get("latency_s") and not r["scenario"].get("search") and not r.get("capacity")
+    ]
+    families: dict[str, list[dict[str, Any]]] = {}
+    for r in ok:
+        families.setdefault(r["scenario"]["family"], []).append(r)
+    out = []
+    for family, records in families.items():
+        for axis in AXES:
+            groups: dict[str, list[dict[str, Any]]] = {}
+            for r in records:
+                if _axis_value(r["scenario"], axis) is not None:
+                    groups.setdefault(_rest(r["scenario"], axis), []).append(r)
+            for group in groups.values():
+                points = sorted({_axis_value(r["scenario"], axis): r for r in group}.items())
+                if len(points) >= min_points:
+                    out.append(_sweep(run, family, axis, points))
+    return out
+
+
+def _sweep(run: Run, family: str, axis: str, points: list[tuple[float, dict[str, Any]]]) -> Sweep:
+    vram = any((r.get("memory") or {}).get("peak_vram_allocated_mib") for _, r in points)
+    key = "peak_vram_allocated_mib" if vram else "peak_rss_mib"
+    return Sweep(
+        run=run,
+        family=family,
+        axis=axis,
+        x=[x for x, _ in points],
+        latency_s=[float(np.median(r["latency_s"])) for _, r in points],
+        low_s=[float(min(r["latency_s"])) for _, r in points],
+        high_s=[float(max(r["latency_s"])) for _, r in points],
+        memory_mib=[(r.get("memory") or {}).get(key) for _, r in points],
+        memory_kind="VRAM" if vram else "RSS",
+        batch=[int(r["scenario"]["batch"]) for _, r in points],
+    )
+
+
+def line_fit(x: list[float], y: list[float]) -> tuple[float, float]:
+    """Least-squares intercept and slope."""
+    slope, intercept = np.polyfit(np.asarray(x, float), np.asarray(y, float), 1)
+    return float(intercept), float(slope)
+
+
+def finding(sweep: Sweep) -> str:
+    """One sentence: what the sweep says."""
+    if sweep.axis == "steps":
+        fixed, per_step = line_fit(sweep.x, sweep.latency_s)
+        return f"{per_step:.3g} s per step on top of {fixed:.3g} s fixed (text encode, VAE decode, watermark)"
+    if sweep.axis == "batch":
+        rate = [b / t for b, t in zip(sweep.batch, sweep.latency_s, strict=True)]
+        best = max(rate)
+        knee = next(int(x) for x, r in zip(sweep.x, rate, strict=True) if r >= KNEE_THROUGHPUT * best)
+        return (
+            f"throughput {rate[0]:.3g} images/s at batch {sweep.x[0]:g}, best {best:.3g}; "
+            f"within 10 % of the best from batch {knee}"
+        )
+    per_pixel = [t / (x * x) for x, t in zip(sweep.x, sweep.latency_s, strict=True)]
+    floor = min(per_pixel)
+    within = [x for x, p in zip(sweep.x, per_pixel, strict=True) if p <= KNEE_PER_PIXEL * floor]
+    grows = per_pixel[-1] / floor
+    return (
+        f"time per pixel is {grows:.2f}x its minimum at {sweep.x[-1]:g}x{sweep.x[-1]:g}; "
+        f"it stays within 25 % of the minimum up to {max(within):g}x{max(within):g}"
+    )
