@@ -49,7 +49,7 @@ browser: ## Debian's chromium, for the report's browser test (skipped where it c
 test: install browser ## run the test suite (CPU, tiny models)
 	$(PY) -m pytest -q tests --ignore=tests/benchmarks; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
 
-bench: install ## run the main benchmark: PROFILE=auto|quick|reference|smoke|FILE [WEIGHTS=synthetic|tiny|PATH|HUB_ID]
+bench: install ## run the main benchmark: PROFILE=auto|quick|reference|smoke|fast|scaling|capacity|FILE [WEIGHTS=synthetic|tiny|PATH|HUB_ID]
 	$(VENV)/bin/sdsuite bench $(PROFILE) $(if $(WEIGHTS),--weights $(WEIGHTS)) $(if $(OUT),--out $(OUT)) $(BENCH_ARGS)
 
 bench-micro: install ## pytest-benchmark micro-benchmarks of the suite's own hot paths

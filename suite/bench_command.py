@@ -14,6 +14,8 @@ DEFAULT_REPORTS = Path("reports")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from suite.scenario import profiles
+
     parser.description = (
         "Run every scenario of SCENARIO_FILE in its own worker process and write results.csv, "
         "results.jsonl, environment.json and images/ to the run directory."
@@ -23,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="?",
         default="auto",
         metavar="SCENARIO_FILE",
-        help="a .toml file, or a profile name: smoke, quick, reference, fast; "
+        help=f"a .toml file, or a profile name: {', '.join(profiles())}; "
         "auto (default) = reference where CUDA is present, quick otherwise",
     )
     parser.add_argument("--out", type=Path, help="run directory (default: reports/<date>-<time>-<profile>)")
@@ -161,8 +163,13 @@ SUMMARY_COLUMNS = {  # row field -> (heading, number format or None for text)
     "step_s_median": ("step s", "{:.3g}"),
     "peak_rss_mib": ("RSS MiB", "{:,.0f}"),
     "peak_vram_allocated_mib": ("VRAM MiB", "{:,.0f}"),
+    "capacity_value": ("found", "{:g}"),
+    "techniques": ("techniques", None),
+    "quality": ("quality", None),
     "error": ("reason", None),
 }
+# cells that say nothing worth a column: the default technique, an image that passed its check
+SUMMARY_QUIET = {"techniques": "eager", "quality": "ok"}
 
 
 def summary_table(rows: list[dict[str, Any]]) -> str:
@@ -178,7 +185,7 @@ def summary_table(rows: list[dict[str, Any]]) -> str:
 
     columns = []
     for key, (heading, number) in SUMMARY_COLUMNS.items():
-        cells = [cell(row.get(key), number) for row in rows]
+        cells = [cell(row.get(key) if row.get(key) != SUMMARY_QUIET.get(key) else "", number) for row in rows]
         if any(cells):
             width = max(len(heading), *(len(c) for c in cells))
             align = str.rjust if number else str.ljust

@@ -385,6 +385,11 @@ def parse(text: str, source: str = "<string>", overrides: dict[str, Any] | None 
     return scenarios
 
 
+def profiles() -> list[str]:
+    """The profiles shipped in scenarios/, by name."""
+    return sorted(p.stem for p in SCENARIOS_DIR.glob("*.toml"))
+
+
 def resolve_profile(name_or_path: str) -> Path:
     """A profile name (`quick`) or a path to a scenario file."""
     path = Path(name_or_path)
@@ -395,7 +400,7 @@ def resolve_profile(name_or_path: str) -> Path:
     candidate = SCENARIOS_DIR / f"{name_or_path}.toml"
     if candidate.is_file():
         return candidate
-    known = ", ".join(sorted(p.stem for p in SCENARIOS_DIR.glob("*.toml")))
+    known = ", ".join(profiles())
     raise ScenarioError(f"{name_or_path!r} is neither a scenario file nor a profile (profiles: {known})")
 
 

@@ -38,13 +38,17 @@ def _per_image(r: dict[str, Any]) -> list[float]:
     return [t / r["scenario"]["batch"] for t in r.get("latency_s") or []]
 
 
-def rows(runs: Sequence[Run]) -> list[str]:
-    out = []
+def rows(runs: Sequence[Run]) -> tuple[list[str], int]:
+    """The table's rows, and how many configurations were skipped (they are in the scenario table)."""
+    out, skipped = [], 0
     for run in runs:
         by_name = {r["scenario"]["name"]: r for r in run.records}
         for r in run.records:
             ref_name = r["scenario"].get("quality_reference")
             if not ref_name or ref_name not in by_name:
+                continue
+            if r["status"] == "skipped":
+                skipped += 1
                 continue
             ref, row = by_name[ref_name], flatten(r)
             cells = [
@@ -78,18 +82,24 @@ def rows(runs: Sequence[Run]) -> list[str]:
                     td(row["psnr_db"], True),
                 ]
             out.append(f'<tr data-status="{e(r["status"])}">{"".join(cells)}</tr>')
-    return out
+    return out, skipped
 
 
 def section(runs: Sequence[Run]) -> str:
-    found = rows(runs)
-    if not found:
+    found, skipped = rows(runs)
+    if not found and not skipped:
         return ""
+    left_out = (
+        f'<p class="note">{skipped} configuration(s) could not run on this machine: the scenario table says why.</p>'
+        if skipped
+        else ""
+    )
     return (
         "<h2>Speed techniques</h2>"
         '<p class="note">Each configuration against the plain run it names (same seed, same run): speed-up = the '
         "plain run's median seconds per image / this one's, with the 95 % bootstrap interval over repeats. "
         "Compile time is the first call less the fastest measured one. The quality check compares the first "
         f"image with the plain run's (PSNR; below {QUALITY_MIN_PSNR_DB:g} dB, or NaN/blank output, it is broken).</p>"
-        + table("speedups", HEADERS, found)
+        + (table("speedups", HEADERS, found) if found else "")
+        + left_out
     )
