@@ -109,7 +109,8 @@ def classify(exc: BaseException) -> tuple[str, str]:
 
     message = f"{type(exc).__name__}: {exc}".strip().splitlines()[0][:500]
     text = str(exc)
-    if isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in text.lower():
+    # cuBLAS and cuDNN report an allocation that failed under a tight budget in words of their own
+    if isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in text.lower() or "ALLOC_FAILED" in text:
         return "oom", message
     if isinstance(exc, NotImplementedError) or "not implemented for" in text or "Unsupported" in text:
         return "unsupported", message

@@ -100,8 +100,11 @@ def test_sweep_findings_on_known_numbers(tmp_path):
     assert "within 10 % of the best from batch 4" in sweeps.finding(batch)
     size = sweep("resolution", [256, 512, 1024], [1.0, 4.0, 32.0])
     assert sweeps.finding(size) == (
-        "time per pixel is 2.00x its minimum at 1024x1024; it stays within 25 % of the minimum up to 512x512"
+        "time per pixel is lowest at 256x256 and 2.00x that at 1024x1024: within 25 % of the lowest up to "
+        "512x512, then attention's quadratic term shows"
     )
+    small = sweep("resolution", [128, 256], [2.0, 4.0])
+    assert sweeps.finding(small).startswith("time per pixel falls all the way to 256x256 (2.00x lower than at 128")
 
 
 @pytest.mark.skipif(not (shutil.which("c++") or shutil.which("g++")), reason="torch.compile on CPU needs a compiler")

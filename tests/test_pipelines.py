@@ -101,6 +101,7 @@ def test_half_precision_on_cpu_runs_or_is_classified_unsupported():
     status, reason = classify(RuntimeError("\"slow_conv2d_cpu\" not implemented for 'Half'"))
     assert status == "unsupported" and "Half" in reason
     assert classify(torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))[0] == "oom"
+    assert classify(RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate`"))[0] == "oom"
     assert classify(ValueError("something else"))[0] == "error"
 
 

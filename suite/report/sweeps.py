@@ -111,10 +111,15 @@ def finding(sweep: Sweep) -> str:
             f"within 10 % of the best from batch {knee}"
         )
     per_pixel = [t / (x * x) for x, t in zip(sweep.x, sweep.latency_s, strict=True)]
-    floor = min(per_pixel)
-    within = [x for x, p in zip(sweep.x, per_pixel, strict=True) if p <= KNEE_PER_PIXEL * floor]
-    grows = per_pixel[-1] / floor
-    return (
-        f"time per pixel is {grows:.2f}x its minimum at {sweep.x[-1]:g}x{sweep.x[-1]:g}; "
-        f"it stays within 25 % of the minimum up to {max(within):g}x{max(within):g}"
-    )
+    lowest = int(np.argmin(per_pixel))
+    side = [f"{x:g}x{x:g}" for x in sweep.x]
+    if lowest == len(per_pixel) - 1:
+        return (
+            f"time per pixel falls all the way to {side[-1]} ({per_pixel[0] / per_pixel[-1]:.2f}x lower than at "
+            f"{side[0]}): fixed costs still dominate, no knee within this sweep"
+        )
+    knee = max(i for i in range(lowest, len(per_pixel)) if per_pixel[i] <= KNEE_PER_PIXEL * per_pixel[lowest])
+    text = f"time per pixel is lowest at {side[lowest]} and {per_pixel[-1] / per_pixel[lowest]:.2f}x that at {side[-1]}"
+    if knee == len(per_pixel) - 1:
+        return text + ": within 25 % of the lowest throughout"
+    return text + f": within 25 % of the lowest up to {side[knee]}, then attention's quadratic term shows"
