@@ -185,7 +185,7 @@ def run_job(job: dict[str, Any], record: dict[str, Any]) -> None:
     if device.type == "cuda":
         gpu_uuid = nvml.torch_device_uuid(device.index or 0)
         gpu = nvml.handle(uuid=gpu_uuid)
-    sampler = MemorySampler(hz=job.get("sample_hz", 200.0), gpu_uuid=gpu_uuid)
+    sampler = MemorySampler(gpu_uuid=gpu_uuid)
     try:
         if scenario.vram_budget_gib:
             record["budget"] = _budget(device, scenario.vram_budget_gib)

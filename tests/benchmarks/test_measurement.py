@@ -77,7 +77,7 @@ def test_memory_sampler_costs_under_one_percent_of_step_time(benchmark, full_siz
     """The sampler's own CPU time against the work's, and step time with and without it."""
 
     def with_sampler():
-        with MemorySampler(hz=200) as sampler:
+        with MemorySampler() as sampler:
             child = psutil.Process(sampler._proc.pid)
             before = child.cpu_times()
             work_before = psutil.Process().cpu_times()
@@ -91,8 +91,8 @@ def test_memory_sampler_costs_under_one_percent_of_step_time(benchmark, full_siz
 
     shares: list[float] = []
     sampled, plain = _interleaved(with_sampler, lambda: generate(full_size).step_s[1:], rounds=3)
-    benchmark.pedantic(lambda: MemorySampler(hz=200).close(), rounds=3, iterations=1)
-    slowdown = statistics.median(sampled) / statistics.median(plain) - 1
+    benchmark.pedantic(lambda: MemorySampler().close(), rounds=3, iterations=1)
+    slowdown = min(sampled) / min(plain) - 1  # the fastest of each: the VM's other load does not decide
     share = max(shares)
     benchmark.extra_info.update(sampler_cpu_share=share, step_slowdown=slowdown)
     print(f"\nsampler: {share:.3%} of the work's CPU time; step time {slowdown:+.2%} with it running")
@@ -124,9 +124,11 @@ def test_instrumentation_overhead_on_a_tiny_pipeline(benchmark):
         return [time.perf_counter() - t0]
 
     generate(prepared)
-    instrumented, plain = _interleaved(lambda: timed(lambda: generate(prepared)), lambda: timed(bare), rounds=7)
+    instrumented, plain = _interleaved(lambda: timed(lambda: generate(prepared)), lambda: timed(bare), rounds=15)
     benchmark.pedantic(lambda: generate(prepared), rounds=3, iterations=1)
-    overhead = statistics.median(instrumented) / statistics.median(plain) - 1
+    # a fixed overhead on a short call: the fastest of each, so that interference from the rest of
+    # the machine (which only ever adds time) does not decide
+    overhead = min(instrumented) / min(plain) - 1
     benchmark.extra_info.update(overhead=overhead)
     print(f"\ninstrumented call vs bare pipeline call: {overhead:+.2%}")
     assert overhead < 0.05
