@@ -195,7 +195,7 @@ class Runner:
         elif scenario.search:
             body = self.search(scenario, work_dir, logs, timeout)
         else:
-            body = self.run_worker(scenario, scenario, work_dir, logs, timeout)
+            body = self.worker_record(scenario, scenario, work_dir, logs, timeout)
         return {
             "schema_version": SCHEMA_VERSION,
             "run_id": self.environment["run_id"],
@@ -206,7 +206,7 @@ class Runner:
             "fingerprint": self.environment.get("fingerprint", {}),
         }
 
-    def run_worker(
+    def worker_record(
         self, scenario: Scenario, shown_as: Scenario, work_dir: Path, logs: Path, timeout: float, **job: Any
     ) -> dict[str, Any]:
         """One worker for `scenario`, its events reported as `shown_as`'s; the record, or why there is none."""
@@ -229,7 +229,7 @@ class Runner:
         def probe(p: Scenario) -> dict[str, Any]:
             label = p.name.rsplit(".probe-", 1)[1]
             self.on_event(scenario, {"phase": f"probe {label}"})
-            record = self.run_worker(p, scenario, work_dir, logs, timeout, save_images=False)
+            record = self.worker_record(p, scenario, work_dir, logs, timeout, save_images=False)
             verdict = {"ok": "fits", "oom": "out of memory"}.get(record["status"], record["status"])
             self.on_event(scenario, {"phase": f"probe {label}: {verdict}"})
             return record

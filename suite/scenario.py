@@ -2,7 +2,8 @@
 
 A file has an optional `[defaults]` table and `[[scenario]]` entries. An entry may carry a
 `[scenario.matrix]` table whose lists expand into one scenario per combination, so one entry can
-say "these memory modes x these precisions". Errors name the file, the line and the field.
+say "these memory modes x these precisions". `size = N` sets width and height at once. Errors
+name the file, the line and the field.
 """
 
 from __future__ import annotations

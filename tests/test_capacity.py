@@ -141,7 +141,7 @@ search_max = 24
         seen.append((scenario.name, shown_as.name, job))
         return _memory_model(scenario)
 
-    monkeypatch.setattr(runner.Runner, "run_worker", probe_worker)
+    monkeypatch.setattr(runner.Runner, "worker_record", probe_worker)
     run_dir = tmp_path / "run"
     environment = {"run_id": "run", "fingerprint": {"gpu": "NVIDIA H100 80GB HBM3", "gpu_vram_gib": 79.6}}
     run_dir.mkdir()
