@@ -1,6 +1,7 @@
 """Speed techniques as a user runs them: set against the plain run, broken images caught, sweeps fitted."""
 
 import shutil
+import statistics
 from pathlib import Path
 
 import pytest
@@ -86,8 +87,13 @@ def test_report_sets_each_technique_against_its_plain_run(techniques_run, tmp_pa
 def test_steps_sweep_is_found_and_fitted(techniques_run):
     found = sweeps.find_sweeps(load_run(techniques_run))
     assert [(s.family, s.axis, s.x) for s in found] == [("sweep", "steps", [1.0, 2.0, 4.0])]
-    fixed, per_step = sweeps.line_fit(found[0].x, found[0].latency_s)
-    assert per_step > 0 and fixed > 0
+    _, per_step = sweeps.line_fit(found[0].x, found[0].latency_s)
+    # the slope is the cost of a step: what the runs measured step by step (the tiny model's fixed
+    # cost is milliseconds, so the intercept is within noise of 0 and not checked)
+    measured = [
+        t for r in load_run(techniques_run).records if r["scenario"]["family"] == "sweep" for t in r["step_s"][0]
+    ]
+    assert 0.5 < per_step / statistics.median(measured) < 2
 
 
 def test_sweep_findings_on_known_numbers(tmp_path):
