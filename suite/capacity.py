@@ -67,7 +67,6 @@ class ProbeFailed(Exception):
 
     def __init__(self, value: float, record: dict[str, Any]):
         super().__init__(f"the probe at {value:g} ended with {record['status']}: {record.get('error', '')}")
-        self.record = record
 
 
 def search(s: Scenario, probe: Callable[[Scenario], dict[str, Any]], device_gib: float | None) -> dict[str, Any]:

@@ -56,6 +56,11 @@ def compare_latency(a: list[float], b: list[float], name: str = "") -> Compariso
     return Comparison(name, ma, mb, ratio, low, high, verdict)
 
 
+def per_image_s(record: dict) -> list[float]:
+    """A record's measured latencies per image (a batch's call divided by its batch)."""
+    return [t / record["scenario"]["batch"] for t in record.get("latency_s") or []]
+
+
 def compare_runs(a: Run, b: Run) -> list[Comparison]:
     """Per-image latency of every scenario the two runs share, in a's order."""
     b_by_name = {r["scenario"]["name"]: r for r in b.records}
@@ -68,9 +73,7 @@ def compare_runs(a: Run, b: Run) -> list[Comparison]:
         if ra["status"] != "ok" or rb["status"] != "ok":
             out.append(Comparison(name, None, None, None, None, None, f"{ra['status']} vs {rb['status']}"))
             continue
-        per_image_a = [t / ra["scenario"]["batch"] for t in ra.get("latency_s") or []]
-        per_image_b = [t / rb["scenario"]["batch"] for t in rb.get("latency_s") or []]
-        out.append(compare_latency(per_image_a, per_image_b, name))
+        out.append(compare_latency(per_image_s(ra), per_image_s(rb), name))
     return out
 
 

@@ -22,7 +22,7 @@ from suite.audit.defaults import DEFAULT_ALPHA, MAX_PIXELS
 from suite.report import capacity, charts, speedups, sweeps
 from suite.report.checks import MarkCheck, audit_image, file_verdict, mark_check, summarise_audit
 from suite.report.compare import compare_runs
-from suite.report.markup import badge, e, fmt, page, svg_figure, table, td
+from suite.report.markup import badge, e, fmt, page, quality_cell, svg_figure, table, td
 from suite.report.runs import Run
 
 THUMBNAIL_PX = 160
@@ -157,10 +157,8 @@ def scenario_rows(runs: Sequence[Run]) -> list[str]:
                     value = value[1:]  # the CSV's spreadsheet guard, not part of the text
                 if key == "status":
                     cells.append(f'<td data-v="{e(value)}">{badge(value)}</td>')
-                elif key == "quality" and str(value).startswith("broken"):
-                    cells.append(
-                        f'<td class="reason"><span class="badge q-broken">broken</span> {e(str(value)[7:])}</td>'
-                    )
+                elif key == "quality":
+                    cells.append(quality_cell(value))
                 elif key == "error":
                     cells.append(f'<td class="reason short">{e(value)}</td>')
                 else:

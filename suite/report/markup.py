@@ -83,5 +83,13 @@ def td(value: Any, numeric: bool = False, digits: int = 3, cls: str = "") -> str
     return f"<td{attr}{sort}>{e(text)}</td>"
 
 
+def quality_cell(verdict: Any) -> str:
+    """The quality check's verdict: 'broken: why' gets the broken badge and its reason."""
+    text = str(verdict or "")
+    if text.startswith("broken"):
+        return f'<td class="reason"><span class="badge q-broken">broken</span> {e(text.removeprefix("broken: "))}</td>'
+    return td(text)
+
+
 def badge(status: str) -> str:
     return f'<span class="badge s-{e(status)}">{e(status)}</span>'

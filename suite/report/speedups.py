@@ -9,10 +9,9 @@ and the quality verdict. A speed-up whose image is broken is shown as broken, ne
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
-from suite.report.compare import compare_latency
-from suite.report.markup import badge, e, table, td
+from suite.report.compare import compare_latency, per_image_s
+from suite.report.markup import badge, e, quality_cell, table, td
 from suite.report.runs import Run
 from suite.results import flatten
 from suite.worker import QUALITY_MIN_PSNR_DB
@@ -32,10 +31,6 @@ HEADERS = (
     ("quality", False),
     ("PSNR dB", True),
 )
-
-
-def _per_image(r: dict[str, Any]) -> list[float]:
-    return [t / r["scenario"]["batch"] for t in r.get("latency_s") or []]
 
 
 def rows(runs: Sequence[Run]) -> tuple[list[str], int]:
@@ -63,22 +58,17 @@ def rows(runs: Sequence[Run]) -> tuple[list[str], int]:
                 reason = r.get("error") or f"the reference ended with {ref['status']}"
                 cells.append(f'<td colspan="7">{badge(r["status"])} <span class="reason">{e(reason)}</span></td>')
             else:
-                c = compare_latency(_per_image(ref), _per_image(r))
+                c = compare_latency(per_image_s(ref), per_image_s(r))
                 speedup = 1 / c.ratio if c.ratio else None
                 interval = f"{1 / c.high:.2f}–{1 / c.low:.2f}" if c.low and c.high else c.verdict
                 broken = str(row["quality"]).startswith("broken")
-                quality = (
-                    f'<td class="reason"><span class="badge q-broken">broken</span> {e(str(row["quality"])[7:])}</td>'
-                    if broken
-                    else td(row["quality"])
-                )
                 cells += [
                     td(row["s_per_image"], True),
                     td(None if broken else speedup, True, 3, "speedup"),
                     td("not counted: the image is broken" if broken else interval),
                     td(row["compile_s"], True),
                     td(row["pct_of_peak"], True),
-                    quality,
+                    quality_cell(row["quality"]),
                     td(row["psnr_db"], True),
                 ]
             out.append(f'<tr data-status="{e(r["status"])}">{"".join(cells)}</tr>')
