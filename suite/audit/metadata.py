@@ -210,12 +210,17 @@ def _mime(image: Image.Image) -> str:
 
 
 def extract(image: Image.Image, data: bytes) -> dict[str, Any]:
-    """All provenance fields of an opened image; `data` is the file's bytes (for C2PA)."""
+    """All provenance fields of an opened image; `data` is the file's bytes (for C2PA).
+
+    For a PNG whose text or EXIF may follow the pixels, pass it loaded: PIL reads those chunks only then.
+    """
     out: dict[str, Any] = {"format": image.format, "mode": image.mode}
     text = {str(k): v for k, v in image.info.items() if isinstance(v, str)}
     if image.format == "PNG":
         out.update(parse_text_chunks(text))
-    exif = parse_exif(image)
+    # a PNG's getexif() decodes the whole image to look past the pixels: the caller loads it first
+    # where chunks follow them (see suite.audit.png), so only what PIL has seen is read here
+    exif = parse_exif(image) if image.format != "PNG" or "exif" in image.info else {}
     if exif:
         out["exif"] = exif
         comment = exif.get("UserComment", "")

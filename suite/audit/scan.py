@@ -25,6 +25,7 @@ from PIL import Image, UnidentifiedImageError
 from suite.audit.decode import block_grid
 from suite.audit.defaults import DEFAULT_ALPHA, MAX_FILE_BYTES, MAX_PIXELS
 from suite.audit.detect import Evidence, examine
+from suite.audit.png import decode_rgb, read_chunks
 from suite.watermark import MIN_PIXELS, SCHEMES, Scheme
 
 # Folders are searched for these; files named on the command line are read whatever their name.
@@ -226,7 +227,10 @@ def audit_file(path: str, options: AuditOptions) -> dict[str, Any]:
         image = _open(data, options.max_pixels)
         record["width"], record["height"] = image.width, image.height
         try:
+            fast_png = image.format == "PNG" and read_chunks(data).fast
             if options.metadata:
+                if image.format == "PNG" and not fast_png:
+                    image.load()  # PIL reads the chunks after the pixels only when it decodes them
                 record["metadata"] = _metadata(image, data)
             if image.width * image.height < MIN_PIXELS:
                 record["status"] = "too_small"
@@ -234,8 +238,10 @@ def audit_file(path: str, options: AuditOptions) -> dict[str, Any]:
                 return record
             if 0 in block_grid(image.height, image.width):
                 raise AuditError("no_blocks", "narrower than the 8-pixel blocks the watermark lives in")
-            image.seek(0)
-            rgb = load_rgb(image)
+            rgb = decode_rgb(data) if fast_png else None
+            if rgb is None:
+                image.seek(0)
+                rgb = load_rgb(image)
         except (OSError, ValueError, SyntaxError, EOFError) as exc:
             raise _classify(exc) from None
         finally:

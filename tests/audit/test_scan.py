@@ -167,10 +167,11 @@ def test_an_unexpected_decoder_exception_is_one_error_record(tmp_path, monkeypat
 
     _photo().save(tmp_path / "odd.png")
 
-    def choke(image):
+    def choke(image_or_bytes):
         raise struct_module.error("unpack requires a buffer of 4 bytes")
 
     monkeypatch.setattr(scan_module, "load_rgb", choke)
+    monkeypatch.setattr(scan_module, "decode_rgb", choke)
     record = audit_file(str(tmp_path / "odd.png"), AuditOptions())
     assert (record["status"], record["error_kind"]) == ("error", "corrupt")
     assert record["error"].startswith("error: unpack")
