@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from browser import open_page
+from PIL import Image
 from report_inputs import write_audit_folder
 from support import sdsuite
 
@@ -112,6 +113,7 @@ def audit_report(tmp_path_factory) -> tuple[Path, list[dict]]:
     root = tmp_path_factory.mktemp("audit")
     write_audit_folder(root / "folder", 12, hostile_name=XSS_NAME)
     (root / "folder" / "notes.txt.png").write_text("not an image")
+    Image.open(root / "folder" / "00001.png").crop((13, 11, 500, 512)).save(root / "folder" / "cropped.png")
     jsonl = root / "audit.jsonl"
     cwd = Path.cwd()
     try:
@@ -135,7 +137,7 @@ def test_audit_report_shows_a_real_audit(browser, audit_report):
     assert page.get_by_text(XSS_NAME, exact=False).count() >= 1  # the file name, shown as text
     assert page.get_by_text(XSS_PROMPT, exact=False).count() >= 1  # the A1111 prompt it claims, as text
     rows = page.locator("#audit-files tbody tr")
-    assert rows.count() == len(records) == 14
+    assert rows.count() == len(records) == 15
     verdicts = {
         r["path"].rsplit("/", 1)[-1]: v
         for r, v in zip(
@@ -146,6 +148,8 @@ def test_audit_report_shows_a_real_audit(browser, audit_report):
     }
     assert [verdicts[f"0000{i}.png"] for i in range(4)] == ["none", "sd-v1", "sd-v2", "sdxl"]  # a photograph
     assert verdicts[f"{XSS_NAME}.png"] == "sd-v1"
+    assert verdicts["cropped.png"] == "sd-v1"  # found by the crop search, which the row says
+    assert "crop search, grid at +5,+3 px" in page.locator("#audit-files tbody tr", has_text="cropped.png").inner_text()
     assert (verdicts["00005.png"], verdicts["00007.png"], verdicts["notes.txt.png"]) == ("too_small", "error", "error")
     # every file that could be read has its thumbnail, resolved from the audit's relative paths
     readable = sum(r["status"] != "error" for r in records)

@@ -116,19 +116,32 @@ def block_grid(height: int, width: int) -> tuple[int, int]:
     return height // 8, width // 8
 
 
-def read_blocks(rgb: np.ndarray, orders: tuple[ChannelOrder, ...] = ORDERS) -> Blocks:
-    """The LL band of an RGB uint8 image's U channel as the encoder of each order saw it."""
+def u_planes(rgb: np.ndarray, orders: tuple[ChannelOrder, ...] = ORDERS) -> np.ndarray:
+    """(orders, height, width) uint8: an RGB uint8 image's U channel as the encoder of each order saw it."""
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"expected an RGB uint8 array, got {rgb.dtype} {rgb.shape}")
-    rows, cols = block_grid(rgb.shape[0], rgb.shape[1])
-    region = np.ascontiguousarray(rgb[: rows * 8, : cols * 8])
-    u = np.empty((len(orders), rows * 8, cols * 8), np.uint8)
-    if region.size:
-        yuv = _scratch(region.shape)
+    u = np.empty((len(orders), *rgb.shape[:2]), np.uint8)
+    if rgb.size:
+        pixels = np.ascontiguousarray(rgb)
+        yuv = _scratch(pixels.shape)
         for i, order in enumerate(orders):
-            cv2.extractChannel(cv2.cvtColor(region, _CONVERSION[order], dst=yuv), 1, dst=u[i])
+            cv2.extractChannel(cv2.cvtColor(pixels, _CONVERSION[order], dst=yuv), 1, dst=u[i])
+    return u
+
+
+def blocks_of(u: np.ndarray, orders: tuple[ChannelOrder, ...]) -> Blocks:
+    """The LL band of U planes' whole 8x8 blocks, counted from the planes' top-left pixel (the
+    crop search passes views that start anywhere in an image)."""
+    rows, cols = block_grid(u.shape[1], u.shape[2])
+    u = u[:, : rows * 8, : cols * 8]
     pairs = np.add(u[:, 0::2], u[:, 1::2], dtype=np.uint16)  # vertical pairs, then horizontal ones
     return Blocks(tuple(orders), u, pairs[..., 0::2] + pairs[..., 1::2], (rows, cols))
+
+
+def read_blocks(rgb: np.ndarray, orders: tuple[ChannelOrder, ...] = ORDERS) -> Blocks:
+    """The LL band of an RGB uint8 image's U channel as the encoder of each order saw it."""
+    rows, cols = block_grid(rgb.shape[0], rgb.shape[1]) if rgb.ndim >= 2 else (0, 0)
+    return blocks_of(u_planes(rgb[: rows * 8, : cols * 8], orders), orders)
 
 
 _local = threading.local()

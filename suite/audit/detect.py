@@ -96,6 +96,7 @@ class Evidence:
     path: str  # the strongest test's reading path: "uint8" or "float"
     order: ChannelOrder  # where the mark was found; the reference scripts' "bgr" when it was not
     bits: np.ndarray  # the reference decoder's raw bits in that channel order
+    offset: tuple[int, int] | None = None  # where the crop search found the grid (crops.py); None: aligned
 
     @property
     def bit_accuracy(self) -> float:

@@ -64,15 +64,17 @@ class JsonArrayWriter:
         self.stream.flush()
 
 
+PER_SCHEME = ("detected", "p_value", "bit_accuracy", "order")
+
+
 class CsvWriter:
     """One flat row per file: the verdict per scheme and the main provenance fields."""
 
     def __init__(self, stream: TextIO, schemes: list[str]):
         self.stream = stream
         self.schemes = schemes
-        per_scheme = ("detected", "p_value", "bit_accuracy", "order")
         self.columns = ["path", "status", "error_kind", "error", "width", "height"]
-        self.columns += [f"{scheme}_{field}" for scheme in schemes for field in per_scheme]
+        self.columns += [f"{scheme}_{field}" for scheme in schemes for field in (*PER_SCHEME, "grid_offset")]
         self.columns += [
             "ai_claims",
             "software",
@@ -88,8 +90,10 @@ class CsvWriter:
         values: dict[str, Any] = {key: record.get(key) for key in ("path", "status", "error_kind", "error")}
         values.update(width=record.get("width"), height=record.get("height"))
         for mark in record.get("watermarks", []):
-            for field in ("detected", "p_value", "bit_accuracy", "order"):
+            for field in PER_SCHEME:
                 values[f"{mark['scheme']}_{field}"] = mark[field]
+            offset = mark.get("grid_offset")
+            values[f"{mark['scheme']}_grid_offset"] = f"{offset[0]} {offset[1]}" if offset else None
         software = (meta.get("exif") or {}).get("Software") or (meta.get("text") or {}).get("Software")
         values.update(
             ai_claims=" ".join(meta.get("ai_claims", [])),
@@ -127,7 +131,7 @@ class TableWriter:
         size = f"{record['width']}x{record['height']}"
         found = [m for m in record["watermarks"] if m["detected"]]
         if found:
-            verdict = "+".join(printable(m["scheme"]) for m in found)
+            verdict = "+".join(printable(m["scheme"]) + (" (crop)" if m.get("grid_offset") else "") for m in found)
             strength = f"{min(m['p_value'] for m in found):.0e}"
         else:
             verdict, strength = ("-" if record["status"] == "ok" else "(too small)"), ""

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from suite.audit import crops
 from suite.audit.decode import block_grid
 from suite.audit.defaults import DEFAULT_ALPHA, MAX_FILE_BYTES, MAX_PIXELS
 from suite.audit.detect import Evidence, examine
@@ -59,6 +60,7 @@ class AuditOptions:
     alpha: float = DEFAULT_ALPHA
     max_pixels: int = MAX_PIXELS
     metadata: bool = True
+    crops: str = "auto"  # the crop search: auto | always | never (crops.wanted)
 
 
 @dataclass
@@ -207,6 +209,7 @@ def _mark(evidence: Evidence) -> dict[str, Any]:
         "z": round(evidence.z, 3),
         "order": evidence.order,
         "path": evidence.path,
+        "grid_offset": list(evidence.offset) if evidence.offset else None,
     }
 
 
@@ -246,7 +249,10 @@ def audit_file(path: str, options: AuditOptions) -> dict[str, Any]:
             raise _classify(exc) from None
         finally:
             image.close()
-        record["watermarks"] = [_mark(e) for e in examine(rgb, list(options.schemes), options.alpha)]
+        evidence = examine(rgb, list(options.schemes), options.alpha)
+        if crops.wanted(options.crops, rgb.shape[1], rgb.shape[0]):
+            evidence = crops.reexamine(rgb, evidence, options.alpha)
+        record["watermarks"] = [_mark(e) for e in evidence]
         record["status"] = "ok"
     except AuditError as exc:
         record["error"], record["error_kind"] = str(exc), exc.kind

@@ -65,6 +65,17 @@ def test_json_csv_and_table_formats(folder, capsys, tmp_path):
     assert "watermark detected: sd-v1 1, sd-v2 0, sdxl 0" in err
 
 
+def test_a_cropped_mark_says_the_crop_search_found_it(folder, capsys, tmp_path):
+    Image.open(folder / "v1.png").crop((30, 20, 480, 470)).save(tmp_path / "cropped.png")
+    code, out, _ = run(capsys, tmp_path / "cropped.png")
+    assert code == 0 and "sd-v1 (crop)" in out.splitlines()[1]
+    code, out, _ = run(capsys, tmp_path / "cropped.png", "--format", "csv")
+    row = next(csv.DictReader(io.StringIO(out)))
+    assert (row["sd-v1_detected"], row["sd-v1_grid_offset"], row["sd-v2_grid_offset"]) == ("True", "4 2", "")
+    code, out, _ = run(capsys, tmp_path / "cropped.png", "--crops", "never", "--format", "jsonl")
+    assert not any(m["detected"] for m in json.loads(out)["watermarks"])
+
+
 def test_user_messages(tmp_path, capsys):
     import audit_corpus
 

@@ -1,0 +1,76 @@
+import audit_corpus
+import numpy as np
+import pytest
+from PIL import Image
+
+from suite.audit import crops
+from suite.audit.detect import examine
+from suite.audit.scan import AuditOptions, audit_file
+from suite.watermark import SCHEMES, embed
+
+ALL = list(SCHEMES.values())
+
+
+def _found(rgb: np.ndarray) -> dict[str, object]:
+    """The schemes detected with the crop search on, and their evidence."""
+    evidence = crops.reexamine(rgb, examine(rgb, ALL))
+    return {e.scheme.name: e for e in evidence if e.detected}
+
+
+def test_the_search_contains_the_aligned_test(marked_samples):
+    # at offset (0, 0), the image's own row length and shift 0 the search scores what the aligned test scores
+    for sample in marked_samples[:9]:
+        aligned = {e.scheme.name: e.z for e in examine(sample.rgb, ALL)}
+        for scheme, found in zip(ALL, crops.search(sample.rgb, ALL), strict=True):
+            assert abs(found.z) >= abs(aligned[scheme.name]) * (1 - 1e-9), (sample.name, scheme.name)
+
+
+def test_cropped_marks_are_found_where_the_grid_moved(edited_samples):
+    cropped = [s for s in edited_samples if s.edit == "crop10%"]
+    hits, offsets = [], set()
+    for sample in cropped:
+        found = _found(sample.rgb)
+        hits.append(set(found) == {sample.scheme})
+        if sample.scheme in found:
+            offsets.add((sample.image.width, found[sample.scheme].offset))
+    share = float(np.mean(hits))
+    print(f"crop10% with the search: {share:.1%} of {len(cropped)}")
+    assert share >= 0.85
+    # 10 % cut off the top and left: the first whole block starts where the old grid's next line is
+    assert (461, (5, 5)) in offsets and (576, (3, 0)) in offsets  # 512x512 and 640x448 originals
+
+
+def test_a_crop_of_the_right_and_bottom_is_found_too():
+    # the grid stays, but rows are shorter: every block after the first row carries another bit
+    marked = embed(audit_corpus.fit(audit_corpus.photo("rocket"), (512, 512)), "sd-v1")
+    rgb = np.asarray(marked.crop((0, 0, 440, 400)))
+    assert not examine(rgb, ALL)[0].detected
+    found = _found(rgb)
+    assert set(found) == {"sd-v1"} and found["sd-v1"].offset == (0, 0)
+
+
+def test_no_clean_image_is_flagged_by_the_search(clean_images):
+    smallest = 1.0
+    for name, image in clean_images[::2]:
+        for variant in [image, *(edit(image) for edit in audit_corpus.EDITS.values())]:
+            for evidence in crops.search(np.asarray(variant), ALL):
+                assert evidence.p_value > 1e-3, f"{name}: {evidence}"
+                smallest = min(smallest, evidence.p_value)
+    print(f"smallest corrected p-value of the search on clean images: {smallest:.2g}")
+
+
+@pytest.mark.parametrize(("policy", "searched"), [("auto", True), ("never", False)])
+def test_the_audit_searches_sizes_sd_never_outputs(tmp_path, policy, searched):
+    marked = embed(audit_corpus.fit(audit_corpus.photo("coffee"), (512, 512)), "sd-v2")
+    marked.crop((37, 21, 512, 512)).save(tmp_path / "cropped.png")
+    record = audit_file(str(tmp_path / "cropped.png"), AuditOptions(crops=policy))
+    mark = next(m for m in record["watermarks"] if m["scheme"] == "sd-v2")
+    assert mark["detected"] is searched
+    assert mark["grid_offset"] == ([3, 3] if searched else None)
+
+
+def test_sd_sized_images_are_not_searched_by_default(tmp_path):
+    Image.fromarray(np.asarray(audit_corpus.fit(audit_corpus.photo("coffee"), (640, 448)))).save(tmp_path / "a.png")
+    assert not crops.wanted("auto", 640, 448) and crops.wanted("auto", 641, 448) and crops.wanted("always", 640, 448)
+    auto = audit_file(str(tmp_path / "a.png"), AuditOptions())
+    assert auto == audit_file(str(tmp_path / "a.png"), AuditOptions(crops="never"))
