@@ -149,7 +149,7 @@ def test_audit_report_shows_a_real_audit(browser, audit_report):
     assert [verdicts[f"0000{i}.png"] for i in range(4)] == ["none", "sd-v1", "sd-v2", "sdxl"]  # a photograph
     assert verdicts[f"{XSS_NAME}.png"] == "sd-v1"
     assert verdicts["cropped.png"] == "sd-v1"  # found by the crop search, which the row says
-    assert "crop search, grid at +5,+3 px" in page.locator("#audit-files tbody tr", has_text="cropped.png").inner_text()
+    assert "crop search: grid at +5,+3 px" in page.locator("#audit-files tbody tr", has_text="cropped.png").inner_text()
     assert (verdicts["00005.png"], verdicts["00007.png"], verdicts["notes.txt.png"]) == ("too_small", "error", "error")
     # every file that could be read has its thumbnail, resolved from the audit's relative paths
     readable = sum(r["status"] != "error" for r in records)

@@ -69,12 +69,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"refuse larger images as decompression bombs (default: {MAX_PIXELS:,})",
     )
     parser.add_argument(
-        "--crops",
+        "--search",
         choices=("auto", "always", "never"),
         default="auto",
-        help="also search every 8-pixel grid offset for marks a crop has moved, where the aligned test "
-        "finds none: auto (default) does it for sizes SD never outputs (a side not a multiple of 64); "
-        "about 0.1 s per image",
+        help="where the aligned test finds no mark, also look for one a crop moved (every 8-pixel grid "
+        "offset) or a resize resampled (resized back to each SD size): auto (default) for sizes SD never "
+        "outputs (a side not a multiple of 64), always, or never; about 0.3 s per image searched",
     )
     parser.add_argument("--no-metadata", action="store_true", help="skip provenance metadata (faster)")
     parser.add_argument(
@@ -152,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"sdsuite audit: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    options = AuditOptions(tuple(schemes), args.alpha, args.max_pixels, not args.no_metadata, args.crops)
+    options = AuditOptions(tuple(schemes), args.alpha, args.max_pixels, not args.no_metadata, args.search)
     paths = list(expand(args.paths, args.all_files))
     try:
         out = open(args.output, "w", encoding="utf-8", newline="") if args.output else sys.stdout  # noqa: SIM115

@@ -18,19 +18,17 @@ and the p-value is Bonferroni-corrected over every (offset, order, path, C, s) t
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 
-from suite.audit.decode import ORDERS, ChannelOrder, bits_from_votes, blocks_of, read_blocks, u_planes
-from suite.audit.defaults import DEFAULT_ALPHA
-from suite.audit.detect import Evidence, Readings, degrees_of_freedom, paths_of, two_sided_p
+from suite.audit.decode import ORDERS, ChannelOrder, blocks_of, u_planes
+from suite.audit.detect import Readings, degrees_of_freedom, paths_of, two_sided_p
 from suite.watermark import Scheme
 
 ORIGINAL_WIDTHS = range(256, 2049, 64)  # pixels: where a cropped image may have come from
 GRID = 8  # pixels per block side: the offsets tried are 0..7 in each direction
-SD_SIDE = 64  # every SD model's outputs have sides that are multiples of this
 
 
 @dataclass(frozen=True)
@@ -114,41 +112,3 @@ def search(rgb: np.ndarray, schemes: list[Scheme]) -> list[CropEvidence]:
         path, order = divmod(test, len(ORDERS))
         evidence.append(CropEvidence(z, p_value, ORDERS[order], (paths or ("uint8",))[path], offset))
     return evidence
-
-
-def wanted(policy: str, width: int, height: int) -> bool:
-    """Whether to search an image: `auto` searches sizes no SD model outputs (a side that is not
-    a multiple of 64), which is what a crop leaves; `always` and `never` say what they do."""
-    if policy == "auto":
-        return width % SD_SIDE != 0 or height % SD_SIDE != 0
-    return policy == "always"
-
-
-def reexamine(rgb: np.ndarray, evidence: list[Evidence], alpha: float = DEFAULT_ALPHA) -> list[Evidence]:
-    """The schemes the aligned test did not detect, tested again over every alignment.
-
-    Either test may then decide, so each such scheme's p-value is the smaller of the two, doubled
-    (Bonferroni over the pair): the chance of flagging an unmarked image stays within alpha.
-    """
-    pending = [i for i, found in enumerate(evidence) if not found.detected]
-    if not pending:
-        return evidence
-    result = list(evidence)
-    for i, crop in zip(pending, search(rgb, [evidence[i].scheme for i in pending]), strict=True):
-        aligned = evidence[i]
-        p_value = min(1.0, 2.0 * min(aligned.p_value, crop.p_value))
-        if crop.p_value >= aligned.p_value or p_value > alpha:
-            result[i] = replace(aligned, p_value=p_value)
-            continue
-        bits = bits_from_votes(read_blocks(rgb, (crop.order,)).votes(0), aligned.scheme.length)
-        result[i] = replace(
-            aligned,
-            detected=True,
-            p_value=p_value,
-            z=crop.z,
-            path=crop.path,
-            order=crop.order,
-            bits=bits,
-            offset=crop.offset,
-        )
-    return result

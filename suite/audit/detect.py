@@ -86,6 +86,17 @@ class Readings:
 
 
 @dataclass(frozen=True)
+class Realignment:
+    """How a search lined an edited image up with the mark (searches.py)."""
+
+    edit: str  # "crop" or "resize"
+    where: tuple[int, int]  # crop: (rows, columns) in pixels of the grid's first whole block; resize: original (w, h)
+
+    def as_record(self) -> dict[str, object]:
+        return {"edit": self.edit, ("grid_offset" if self.edit == "crop" else "original_size"): list(self.where)}
+
+
+@dataclass(frozen=True)
 class Evidence:
     """One scheme's verdict in one image, from the strongest of its tests."""
 
@@ -96,7 +107,7 @@ class Evidence:
     path: str  # the strongest test's reading path: "uint8" or "float"
     order: ChannelOrder  # where the mark was found; the reference scripts' "bgr" when it was not
     bits: np.ndarray  # the reference decoder's raw bits in that channel order
-    offset: tuple[int, int] | None = None  # where the crop search found the grid (crops.py); None: aligned
+    realignment: Realignment | None = None  # how a search found it in an edited image; None: aligned
 
     @property
     def bit_accuracy(self) -> float:

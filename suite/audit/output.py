@@ -67,6 +67,15 @@ class JsonArrayWriter:
 PER_SCHEME = ("detected", "p_value", "bit_accuracy", "order")
 
 
+def search_text(search: dict[str, Any] | None) -> str | None:
+    """A record's `search` in a few words: `crop +5,+3` (the grid's offset) or `resize from 512x512`."""
+    if not search:
+        return None
+    if search["edit"] == "crop":
+        return "crop +{},+{}".format(*search["grid_offset"])
+    return "resize from {}x{}".format(*search["original_size"])
+
+
 class CsvWriter:
     """One flat row per file: the verdict per scheme and the main provenance fields."""
 
@@ -74,7 +83,7 @@ class CsvWriter:
         self.stream = stream
         self.schemes = schemes
         self.columns = ["path", "status", "error_kind", "error", "width", "height"]
-        self.columns += [f"{scheme}_{field}" for scheme in schemes for field in (*PER_SCHEME, "grid_offset")]
+        self.columns += [f"{scheme}_{field}" for scheme in schemes for field in (*PER_SCHEME, "search")]
         self.columns += [
             "ai_claims",
             "software",
@@ -92,8 +101,7 @@ class CsvWriter:
         for mark in record.get("watermarks", []):
             for field in PER_SCHEME:
                 values[f"{mark['scheme']}_{field}"] = mark[field]
-            offset = mark.get("grid_offset")
-            values[f"{mark['scheme']}_grid_offset"] = f"{offset[0]} {offset[1]}" if offset else None
+            values[f"{mark['scheme']}_search"] = search_text(mark.get("search"))
         software = (meta.get("exif") or {}).get("Software") or (meta.get("text") or {}).get("Software")
         values.update(
             ai_claims=" ".join(meta.get("ai_claims", [])),
@@ -131,7 +139,9 @@ class TableWriter:
         size = f"{record['width']}x{record['height']}"
         found = [m for m in record["watermarks"] if m["detected"]]
         if found:
-            verdict = "+".join(printable(m["scheme"]) + (" (crop)" if m.get("grid_offset") else "") for m in found)
+            verdict = "+".join(
+                printable(m["scheme"]) + (f" ({m['search']['edit']})" if m.get("search") else "") for m in found
+            )
             strength = f"{min(m['p_value'] for m in found):.0e}"
         else:
             verdict, strength = ("-" if record["status"] == "ok" else "(too small)"), ""

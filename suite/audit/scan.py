@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from suite.audit import crops
+from suite.audit import searches
 from suite.audit.decode import block_grid
 from suite.audit.defaults import DEFAULT_ALPHA, MAX_FILE_BYTES, MAX_PIXELS
 from suite.audit.detect import Evidence, examine
@@ -60,7 +60,7 @@ class AuditOptions:
     alpha: float = DEFAULT_ALPHA
     max_pixels: int = MAX_PIXELS
     metadata: bool = True
-    crops: str = "auto"  # the crop search: auto | always | never (crops.wanted)
+    search: str = "auto"  # the searches for edited marks: auto | always | never (searches.wanted)
 
 
 @dataclass
@@ -209,7 +209,7 @@ def _mark(evidence: Evidence) -> dict[str, Any]:
         "z": round(evidence.z, 3),
         "order": evidence.order,
         "path": evidence.path,
-        "grid_offset": list(evidence.offset) if evidence.offset else None,
+        "search": evidence.realignment.as_record() if evidence.realignment else None,
     }
 
 
@@ -250,8 +250,8 @@ def audit_file(path: str, options: AuditOptions) -> dict[str, Any]:
         finally:
             image.close()
         evidence = examine(rgb, list(options.schemes), options.alpha)
-        if crops.wanted(options.crops, rgb.shape[1], rgb.shape[0]):
-            evidence = crops.reexamine(rgb, evidence, options.alpha)
+        if searches.wanted(options.search, rgb.shape[1], rgb.shape[0]):
+            evidence = searches.reexamine(rgb, evidence, options.alpha)
         record["watermarks"] = [_mark(e) for e in evidence]
         record["status"] = "ok"
     except AuditError as exc:

@@ -441,9 +441,11 @@ def _file_row(r: dict[str, Any], uri: str | None) -> str:
     accuracy = f"{found[0]['bit_accuracy']:.0%}" if found and found[0].get("bit_accuracy") is not None else ""
     decoded = found[0].get("decoded") if found else None
     message = f"{decoded}{' (exact)' if found[0].get('exact') else ''}" if decoded else ""
-    offset = found[0].get("grid_offset") if found else None
-    if offset:  # the reference reads a moved grid's blocks wrong: its bits say nothing there
-        accuracy, message = "", f"found by the crop search, grid at +{offset[0]},+{offset[1]} px"
+    search = found[0].get("search") if found else None
+    if search and search["edit"] == "crop":  # the reference reads a moved grid's blocks wrong: no bits to show
+        accuracy, message = "", "found by the crop search: grid at +{},+{} px".format(*search["grid_offset"])
+    elif search:
+        message = "found resized back to {}x{}: {}".format(*search["original_size"], message)
     img = f'<img src="{uri}" alt="" loading="lazy" decoding="async" width="64">' if uri else ""
     size = f"{r['width']}x{r['height']}" if r.get("width") else ""
     reason = "" if r.get("status") == "ok" else ": ".join(x for x in (r.get("error_kind"), r.get("error")) if x)

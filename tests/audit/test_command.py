@@ -71,8 +71,8 @@ def test_a_cropped_mark_says_the_crop_search_found_it(folder, capsys, tmp_path):
     assert code == 0 and "sd-v1 (crop)" in out.splitlines()[1]
     code, out, _ = run(capsys, tmp_path / "cropped.png", "--format", "csv")
     row = next(csv.DictReader(io.StringIO(out)))
-    assert (row["sd-v1_detected"], row["sd-v1_grid_offset"], row["sd-v2_grid_offset"]) == ("True", "4 2", "")
-    code, out, _ = run(capsys, tmp_path / "cropped.png", "--crops", "never", "--format", "jsonl")
+    assert (row["sd-v1_detected"], row["sd-v1_search"], row["sd-v2_search"]) == ("True", "crop +4,+2", "")
+    code, out, _ = run(capsys, tmp_path / "cropped.png", "--search", "never", "--format", "jsonl")
     assert not any(m["detected"] for m in json.loads(out)["watermarks"])
 
 

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from suite.audit import crops
-from suite.audit.detect import examine
+from suite.audit import crops, resizes, searches
+from suite.audit.detect import Realignment, examine
 from suite.audit.scan import AuditOptions, audit_file
 from suite.watermark import SCHEMES, embed
 
@@ -13,7 +13,7 @@ ALL = list(SCHEMES.values())
 
 def _found(rgb: np.ndarray) -> dict[str, object]:
     """The schemes detected with the crop search on, and their evidence."""
-    evidence = crops.reexamine(rgb, examine(rgb, ALL))
+    evidence = searches.reexamine(rgb, examine(rgb, ALL))
     return {e.scheme.name: e for e in evidence if e.detected}
 
 
@@ -32,12 +32,12 @@ def test_cropped_marks_are_found_where_the_grid_moved(edited_samples):
         found = _found(sample.rgb)
         hits.append(set(found) == {sample.scheme})
         if sample.scheme in found:
-            offsets.add((sample.image.width, found[sample.scheme].offset))
+            offsets.add((sample.image.width, found[sample.scheme].realignment))
     share = float(np.mean(hits))
     print(f"crop10% with the search: {share:.1%} of {len(cropped)}")
     assert share >= 0.85
     # 10 % cut off the top and left: the first whole block starts where the old grid's next line is
-    assert (461, (5, 5)) in offsets and (576, (3, 0)) in offsets  # 512x512 and 640x448 originals
+    assert (461, Realignment("crop", (5, 5))) in offsets and (576, Realignment("crop", (3, 0))) in offsets
 
 
 def test_a_crop_of_the_right_and_bottom_is_found_too():
@@ -46,7 +46,7 @@ def test_a_crop_of_the_right_and_bottom_is_found_too():
     rgb = np.asarray(marked.crop((0, 0, 440, 400)))
     assert not examine(rgb, ALL)[0].detected
     found = _found(rgb)
-    assert set(found) == {"sd-v1"} and found["sd-v1"].offset == (0, 0)
+    assert set(found) == {"sd-v1"} and found["sd-v1"].realignment == Realignment("crop", (0, 0))
 
 
 def test_no_clean_image_is_flagged_by_the_search(clean_images):
@@ -63,14 +63,55 @@ def test_no_clean_image_is_flagged_by_the_search(clean_images):
 def test_the_audit_searches_sizes_sd_never_outputs(tmp_path, policy, searched):
     marked = embed(audit_corpus.fit(audit_corpus.photo("coffee"), (512, 512)), "sd-v2")
     marked.crop((37, 21, 512, 512)).save(tmp_path / "cropped.png")
-    record = audit_file(str(tmp_path / "cropped.png"), AuditOptions(crops=policy))
+    record = audit_file(str(tmp_path / "cropped.png"), AuditOptions(search=policy))
     mark = next(m for m in record["watermarks"] if m["scheme"] == "sd-v2")
     assert mark["detected"] is searched
-    assert mark["grid_offset"] == ([3, 3] if searched else None)
+    assert mark["search"] == ({"edit": "crop", "grid_offset": [3, 3]} if searched else None)
 
 
 def test_sd_sized_images_are_not_searched_by_default(tmp_path):
     Image.fromarray(np.asarray(audit_corpus.fit(audit_corpus.photo("coffee"), (640, 448)))).save(tmp_path / "a.png")
-    assert not crops.wanted("auto", 640, 448) and crops.wanted("auto", 641, 448) and crops.wanted("always", 640, 448)
+    assert not searches.wanted("auto", 640, 448) and searches.wanted("auto", 641, 448)
+    assert searches.wanted("always", 640, 448) and not searches.wanted("never", 641, 448)
     auto = audit_file(str(tmp_path / "a.png"), AuditOptions())
-    assert auto == audit_file(str(tmp_path / "a.png"), AuditOptions(crops="never"))
+    assert auto == audit_file(str(tmp_path / "a.png"), AuditOptions(search="never"))
+
+
+def test_resize_candidates_are_sd_sizes_of_the_same_shape():
+    assert (512, 512) in resizes.originals(384, 384) and (384, 384) not in resizes.originals(384, 384)
+    assert resizes.originals(480, 336) == [(640, 448), (1280, 896)]  # 640x448 at x0.75, or x0.375
+    assert all(
+        w % 64 == 0 and h % 64 == 0 and w * h <= resizes.MAX_ORIGINAL_PIXELS for w, h in resizes.originals(461, 461)
+    )
+    assert resizes.originals(100, 3000) == []  # no SD shape
+
+
+def test_resized_marks_are_found_resized_back(edited_samples):
+    resized = [s for s in edited_samples if s.edit == "resize0.75"][::2]
+    hits = []
+    for sample in resized:
+        found = {r.evidence.scheme.name for r in resizes.search(sample.rgb, ALL) if r.p_value <= 1e-6}
+        hits.append(found == {sample.scheme})
+    share = float(np.mean(hits))
+    print(f"resize0.75 with the search: {share:.1%} of {len(resized)}")
+    assert share >= 0.9
+
+
+def test_no_clean_image_is_flagged_resized_back(clean_images):
+    smallest = 1.0
+    for name, image in clean_images[1::2]:
+        for variant in [image, *(edit(image) for edit in audit_corpus.EDITS.values())]:
+            for found in resizes.search(np.asarray(variant), ALL):
+                if found is not None:
+                    assert found.p_value > 1e-4, f"{name}: {found}"
+                    smallest = min(smallest, found.p_value)
+    print(f"smallest corrected p-value of the resize search on clean images: {smallest:.2g}")
+
+
+def test_the_audit_says_which_size_a_resized_mark_came_from(tmp_path):
+    marked = embed(audit_corpus.fit(audit_corpus.photo("rocket"), (512, 512)), "sd-v1")
+    marked.resize((400, 400), Image.Resampling.BICUBIC).save(tmp_path / "small.png")
+    record = audit_file(str(tmp_path / "small.png"), AuditOptions())
+    mark = next(m for m in record["watermarks"] if m["detected"])
+    assert (mark["scheme"], mark["search"]) == ("sd-v1", {"edit": "resize", "original_size": [512, 512]})
+    assert mark["bit_accuracy"] > 0.8  # the reference's own bits, read on the image resized back

@@ -1,0 +1,70 @@
+"""Marks in resized images: the aligned test on the image resized back to each SD size it may have had.
+
+A resize resamples every 8x8 block, and the aligned test then finds nothing. But dwtDct marks
+the lowest frequencies of each block, and resizing back to the original size with a Lanczos
+filter restores most of them: on the test corpus an sd-v1 mark's z goes from 70 to 58 after a
+resize to x0.75 and back. The candidate originals are the sizes SD models output: sides that are
+multiples of 64 from 256 to 1536 pixels, at most 1.6 MP, with the aspect ratio the image has
+within its rounding, and a scale between 1/4 and 4. The p-value is Bonferroni-corrected over
+the candidates tried.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from suite.audit.defaults import DEFAULT_ALPHA
+from suite.audit.detect import Evidence, examine
+from suite.watermark import Scheme
+
+SIDES = range(256, 1537, 64)
+MAX_ORIGINAL_PIXELS = 1_600_000
+MAX_SCALE = 4.0
+
+
+@dataclass(frozen=True)
+class ResizeEvidence:
+    """One scheme's strongest test over the candidate originals."""
+
+    evidence: Evidence  # the aligned test on the image resized back (its bits are the reference's there)
+    p_value: float  # corrected over the candidates
+    original: tuple[int, int]  # (width, height)
+
+
+def originals(width: int, height: int) -> list[tuple[int, int]]:
+    """SD sizes a `width` x `height` image can be a resize of (its own size excluded)."""
+    found = []
+    for original_width in SIDES:
+        # the scale that rounds to this width, and the heights it may have rounded from
+        low, high = (width - 0.5) / original_width, (width + 0.5) / original_width
+        if not 1 / MAX_SCALE <= width / original_width <= MAX_SCALE:
+            continue
+        tallest, shortest = (height + 0.5) / low, (height - 0.5) / high
+        for original_height in range(math.ceil(shortest / 64) * 64, math.floor(tallest / 64) * 64 + 1, 64):
+            size = (original_width, original_height)
+            if (
+                original_height in SIDES
+                and original_width * original_height <= MAX_ORIGINAL_PIXELS
+                and size != (width, height)
+            ):
+                found.append(size)
+    return found
+
+
+def search(rgb: np.ndarray, schemes: list[Scheme], alpha: float = DEFAULT_ALPHA) -> list[ResizeEvidence | None]:
+    """Each scheme's strongest test over the image resized back to every candidate original;
+    None for all where the image's size has no candidate."""
+    candidates = originals(rgb.shape[1], rgb.shape[0])
+    if not candidates:
+        return [None] * len(schemes)
+    image = Image.fromarray(rgb)
+    tried = []
+    for size in candidates:
+        restored = np.asarray(image.resize(size, Image.Resampling.LANCZOS))
+        tried.append([(evidence, size) for evidence in examine(restored, schemes, alpha)])
+    strongest = [min(per_scheme, key=lambda found: found[0].p_value) for per_scheme in zip(*tried, strict=True)]
+    return [ResizeEvidence(e, min(1.0, e.p_value * len(candidates)), size) for e, size in strongest]

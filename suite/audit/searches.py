@@ -1,0 +1,64 @@
+"""Marks an edit moved off the aligned grid: when to search, and one verdict from all the tests.
+
+The aligned test (detect.py) reads the blocks where the encoder put them. A crop moves the grid
+(crops.py searches every offset); a resize resamples it (resizes.py resizes back to each SD size
+the image may have had). Each search has its own corrected p-value; a scheme's verdict then
+rests on the smallest of its tests, times the number of tests (Bonferroni), so the chance of
+flagging an unmarked image stays within alpha.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from suite.audit import crops, resizes
+from suite.audit.decode import bits_from_votes, read_blocks
+from suite.audit.defaults import DEFAULT_ALPHA
+from suite.audit.detect import Evidence, Realignment
+
+POLICIES = ("auto", "always", "never")
+SD_SIDE = 64  # every SD model's outputs have sides that are multiples of this
+
+
+def wanted(policy: str, width: int, height: int) -> bool:
+    """`auto` searches sizes no SD model outputs (a side that is not a multiple of 64), which most
+    crops and resizes leave; `always` every image the aligned test finds nothing in."""
+    if policy == "auto":
+        return width % SD_SIDE != 0 or height % SD_SIDE != 0
+    return policy == "always"
+
+
+def reexamine(rgb: np.ndarray, evidence: list[Evidence], alpha: float = DEFAULT_ALPHA) -> list[Evidence]:
+    """The schemes the aligned test did not detect, tested again by the crop and resize searches."""
+    pending = [i for i, found in enumerate(evidence) if not found.detected]
+    if not pending:
+        return evidence
+    schemes = [evidence[i].scheme for i in pending]
+    by_crop = crops.search(rgb, schemes)
+    by_resize = resizes.search(rgb, schemes, alpha)
+    result = list(evidence)
+    for i, crop, resize in zip(pending, by_crop, by_resize, strict=True):
+        aligned = evidence[i]
+        tests = [aligned.p_value, crop.p_value] + ([resize.p_value] if resize else [])
+        p_value = min(1.0, len(tests) * min(tests))
+        if p_value > alpha or aligned.p_value == min(tests):
+            result[i] = replace(aligned, p_value=p_value)
+        elif resize is not None and resize.p_value <= crop.p_value:
+            result[i] = replace(
+                resize.evidence, detected=True, p_value=p_value, realignment=Realignment("resize", resize.original)
+            )
+        else:
+            bits = bits_from_votes(read_blocks(rgb, (crop.order,)).votes(0), aligned.scheme.length)
+            result[i] = replace(
+                aligned,
+                detected=True,
+                p_value=p_value,
+                z=crop.z,
+                path=crop.path,
+                order=crop.order,
+                bits=bits,
+                realignment=Realignment("crop", crop.offset),
+            )
+    return result
