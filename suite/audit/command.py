@@ -74,7 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="where the aligned test finds no mark, also look for one a crop moved (every 8-pixel grid "
         "offset) or a resize resampled (resized back to each SD size): auto (default) for sizes SD never "
-        "outputs (a side not a multiple of 64), always, or never; about 0.3 s per image searched",
+        "outputs (a side not a multiple of 64), always, or never; about 0.2 s per image searched",
     )
     parser.add_argument("--no-metadata", action="store_true", help="skip provenance metadata (faster)")
     parser.add_argument(
