@@ -23,7 +23,7 @@ PROGRESS_MIN_FILES = 20  # below this a progress bar only flickers
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from suite.audit.defaults import DEFAULT_ALPHA, MAX_PIXELS
+    from suite.audit.defaults import DEFAULT_ALPHA, MAX_PIXELS, SEARCH_POLICIES
     from suite.audit.output import FORMATS
 
     parser.description = (
@@ -70,7 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--search",
-        choices=("auto", "always", "never"),
+        choices=SEARCH_POLICIES,
         default="auto",
         help="where the aligned test finds no mark, also look for one a crop moved (every 8-pixel grid "
         "offset) or a resize resampled (resized back to each SD size): auto (default) for sizes SD never "

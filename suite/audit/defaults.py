@@ -10,3 +10,6 @@ MAX_PIXELS = 8192 * 8192
 
 # Files larger than this are not read at all (a scan reads each file into memory once).
 MAX_FILE_BYTES = 512 * 1024 * 1024
+
+# When to search for marks an edit moved off the aligned grid (searches.wanted).
+SEARCH_POLICIES = ("auto", "always", "never")

@@ -18,7 +18,6 @@ from suite.audit.decode import bits_from_votes, read_blocks
 from suite.audit.defaults import DEFAULT_ALPHA
 from suite.audit.detect import Evidence, Realignment
 
-POLICIES = ("auto", "always", "never")
 SD_SIDE = 64  # every SD model's outputs have sides that are multiples of this
 
 
