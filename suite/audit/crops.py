@@ -27,7 +27,7 @@ from suite.audit.decode import ORDERS, ChannelOrder, blocks_of, u_planes
 from suite.audit.detect import Readings, degrees_of_freedom, paths_of, two_sided_p
 from suite.watermark import Scheme
 
-ORIGINAL_WIDTHS = range(256, 2049, 64)  # pixels: where a cropped image may have come from
+ORIGINAL_WIDTHS = range(256, 2049, 64)  # pixels: where a cropped image may have come from (heights too)
 GRID = 8  # pixels per block side: the offsets tried are 0..7 in each direction
 
 
@@ -85,8 +85,11 @@ def _strongest(soft: np.ndarray, grid: tuple[int, int], scheme: Scheme) -> tuple
     return float(z[strongest]), int(strongest[0])
 
 
-def search(rgb: np.ndarray, schemes: list[Scheme]) -> list[CropEvidence]:
-    """Every scheme's strongest alignment over the 64 grid offsets of an RGB uint8 image."""
+def search(rgb: np.ndarray, schemes: list[Scheme]) -> list[CropEvidence | None]:
+    """Every scheme's strongest alignment over the 64 grid offsets of an RGB uint8 image; None
+    for all where the image is larger than any SD output it could be cut from."""
+    if max(rgb.shape[:2]) > ORIGINAL_WIDTHS[-1]:
+        return [None] * len(schemes)
     float_path = any(scheme.float_path for scheme in schemes)
     u = u_planes(rgb, ORDERS)
     best: list[tuple[float, int, tuple[int, int]]] = [(0.0, 0, (0, 0))] * len(schemes)

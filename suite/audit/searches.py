@@ -40,15 +40,15 @@ def reexamine(rgb: np.ndarray, evidence: list[Evidence], alpha: float = DEFAULT_
     result = list(evidence)
     for i, crop, resize in zip(pending, by_crop, by_resize, strict=True):
         aligned = evidence[i]
-        tests = [aligned.p_value, crop.p_value] + ([resize.p_value] if resize else [])
+        tests = [aligned.p_value] + [found.p_value for found in (crop, resize) if found is not None]
         p_value = min(1.0, len(tests) * min(tests))
         if p_value > alpha or aligned.p_value == min(tests):
             result[i] = replace(aligned, p_value=p_value)
-        elif resize is not None and resize.p_value <= crop.p_value:
+        elif resize is not None and (crop is None or resize.p_value <= crop.p_value):
             result[i] = replace(
                 resize.evidence, detected=True, p_value=p_value, realignment=Realignment("resize", resize.original)
             )
-        else:
+        elif crop is not None:
             bits = bits_from_votes(read_blocks(rgb, (crop.order,)).votes(0), aligned.scheme.length)
             result[i] = replace(
                 aligned,

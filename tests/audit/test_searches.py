@@ -115,3 +115,10 @@ def test_the_audit_says_which_size_a_resized_mark_came_from(tmp_path):
     mark = next(m for m in record["watermarks"] if m["detected"])
     assert (mark["scheme"], mark["search"]) == ("sd-v1", {"edit": "resize", "original_size": [512, 512]})
     assert mark["bit_accuracy"] > 0.8  # the reference's own bits, read on the image resized back
+
+
+def test_images_larger_than_any_sd_output_are_not_crop_searched():
+    wide = np.zeros((300, 2100, 3), np.uint8)
+    assert crops.search(wide, ALL) == [None] * len(ALL)
+    evidence = searches.reexamine(wide, examine(wide, ALL))
+    assert not any(e.detected for e in evidence)
