@@ -93,14 +93,12 @@ def search(rgb: np.ndarray, schemes: list[Scheme]) -> list[CropEvidence | None]:
     float_path = any(scheme.float_path for scheme in schemes)
     u = u_planes(rgb, ORDERS)
     best: list[tuple[float, int, tuple[int, int]]] = [(0.0, 0, (0, 0))] * len(schemes)
-    paths: tuple[str, ...] = ()
     for dy in range(GRID):
         for dx in range(GRID):
             blocks = blocks_of(u[:, dy:, dx:], ORDERS)
             if blocks.grid[0] * blocks.grid[1] == 0:
                 continue
             readings = Readings.of(blocks, float_path)
-            paths = readings.paths
             for i, scheme in enumerate(schemes):
                 used = len(paths_of(scheme))
                 if blocks.grid[0] * blocks.grid[1] < scheme.length:
@@ -113,5 +111,5 @@ def search(rgb: np.ndarray, schemes: list[Scheme]) -> list[CropEvidence | None]:
     for scheme, (z, test, offset) in zip(schemes, best, strict=True):
         p_value = min(1.0, two_sided_p(z, degrees_of_freedom(scheme.bits)) * tests_per_scheme(scheme))
         path, order = divmod(test, len(ORDERS))
-        evidence.append(CropEvidence(z, p_value, ORDERS[order], (paths or ("uint8",))[path], offset))
+        evidence.append(CropEvidence(z, p_value, ORDERS[order], paths_of(scheme)[path], offset))
     return evidence

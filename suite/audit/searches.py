@@ -40,24 +40,25 @@ def reexamine(rgb: np.ndarray, evidence: list[Evidence], alpha: float = DEFAULT_
     result = list(evidence)
     for i, crop, resize in zip(pending, by_crop, by_resize, strict=True):
         aligned = evidence[i]
-        tests = [aligned.p_value] + [found.p_value for found in (crop, resize) if found is not None]
-        p_value = min(1.0, len(tests) * min(tests))
-        if p_value > alpha or aligned.p_value == min(tests):
+        searched = [found for found in (resize, crop) if found is not None]  # a resize wins a tie
+        best = min(searched, key=lambda found: found.p_value, default=None)
+        p_value = min(1.0, (1 + len(searched)) * min(aligned.p_value, best.p_value if best else 1.0))
+        if best is None or p_value > alpha or aligned.p_value <= best.p_value:
             result[i] = replace(aligned, p_value=p_value)
-        elif resize is not None and (crop is None or resize.p_value <= crop.p_value):
+        elif isinstance(best, resizes.ResizeEvidence):
             result[i] = replace(
-                resize.evidence, detected=True, p_value=p_value, realignment=Realignment("resize", resize.original)
+                best.evidence, detected=True, p_value=p_value, realignment=Realignment("resize", best.original)
             )
-        elif crop is not None:
-            bits = bits_from_votes(read_blocks(rgb, (crop.order,)).votes(0), aligned.scheme.length)
+        else:
+            bits = bits_from_votes(read_blocks(rgb, (best.order,)).votes(0), aligned.scheme.length)
             result[i] = replace(
                 aligned,
                 detected=True,
                 p_value=p_value,
-                z=crop.z,
-                path=crop.path,
-                order=crop.order,
+                z=best.z,
+                path=best.path,
+                order=best.order,
                 bits=bits,
-                realignment=Realignment("crop", crop.offset),
+                realignment=Realignment("crop", best.offset),
             )
     return result
