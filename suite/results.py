@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from suite.capacity import probes_run
 from suite.scenario import Scenario
 from suite.spreadsheet import neutralise, restore
 
@@ -212,7 +213,7 @@ def _capacity_cells(capacity: dict[str, Any] | None) -> dict[str, Any]:
         "capacity_search": capacity["search"],
         "capacity_value": capacity.get("value"),
         "capacity_unit": capacity["unit"],
-        "capacity_probes": len(capacity.get("probes") or []),
+        "capacity_probes": probes_run(capacity),
         "capacity_note": capacity.get("note", ""),
     }
 

@@ -5,7 +5,8 @@ The runner never imports a model or creates a CUDA context: it decides what cann
 the worker (a record, a crash, a hang) into exactly one record, and appends it to the results
 store before starting the next. Workers die with the runner (worker.die_with_runner), so a
 `kill -9` of the runner leaves no orphan holding the GPU, and `--resume` continues the run. A
-capacity search is one scenario whose probes are workers of their own (suite.capacity).
+capacity search is one scenario whose probes are answered by a `ProbeServer`: one worker per
+configuration that loads it once (suite.probe_worker says how each probe stays isolated).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
-from suite import worker
+from suite import capacity, probe_worker, worker
 from suite.results import SCHEMA_VERSION, ResultsStore
 from suite.scenario import Scenario
 
@@ -152,6 +153,78 @@ def outcome_record(result: dict[str, Any] | None, outcome: WorkerOutcome, timeou
     return {"status": "error", "error": reason + (f": {last[0]}" if last else "")}
 
 
+class ProbeServer:
+    """A worker that loads one configuration once and runs its capacity probes, one per request.
+
+    It stays until closed, or until it dies, times out or reports a probe that left memory behind;
+    `alive` then turns false and the caller starts a fresh one for the next probe.
+    """
+
+    def __init__(self, key: str, job: dict[str, Any], job_path: Path, log_path: Path):
+        context = worker_context()
+        self.key = key
+        self.log_path = log_path
+        requests_in, self._requests = context.Pipe(duplex=False)
+        self._events, events_out = context.Pipe(duplex=False)
+        job_path.write_text(json.dumps(job))
+        self._proc = context.Process(
+            target=probe_worker.child_prober,
+            args=(str(job_path), requests_in, events_out, str(log_path), os.getpid()),
+            daemon=False,
+        )
+        self._proc.start()
+        requests_in.close()
+        events_out.close()
+        self._closing = False
+
+    @property
+    def alive(self) -> bool:
+        return not self._closing and self._proc.is_alive()
+
+    def probe(self, p: Scenario, timeout_s: float, on_event: Callable[[dict], None]) -> dict[str, Any]:
+        """The probe's record, or one that says why the worker gave none (it is then closed)."""
+        last_event = None
+        deadline = time.monotonic() + timeout_s
+        try:
+            self._requests.send(p.to_dict())
+        except OSError:
+            return self._ended(last_event, False, timeout_s)
+        while True:
+            now = time.monotonic()
+            if now >= deadline:
+                return self._ended(last_event, True, timeout_s)
+            ready = wait([self._events, self._proc.sentinel], timeout=min(deadline - now, 1.0))
+            if self._events in ready:
+                try:
+                    event = self._events.recv()
+                except EOFError:
+                    return self._ended(last_event, False, timeout_s)
+                if "probe" in event:
+                    if event.get("closing"):
+                        self.close()
+                    return event["probe"]
+                last_event = event
+                on_event(event)
+            elif self._proc.sentinel in ready and not self._events.poll():
+                return self._ended(last_event, False, timeout_s)
+
+    def _ended(self, last_event: dict | None, timed_out: bool, timeout_s: float) -> dict[str, Any]:
+        self.close(wait_s=0.0)
+        text = self.log_path.read_text(encoding="utf-8", errors="replace") if self.log_path.exists() else ""
+        tail = "\n".join(text.splitlines()[-LOG_TAIL_LINES:])
+        return outcome_record(None, WorkerOutcome(self._proc.exitcode, timed_out, last_event, tail), timeout_s)
+
+    def close(self, wait_s: float = 10.0) -> None:
+        """Ask the worker to stop; kill it (and whatever it started) if it has not within `wait_s`."""
+        if not self._closing:
+            self._closing = True
+            with contextlib.suppress(OSError):
+                self._requests.send(None)
+        self._proc.join(timeout=wait_s)
+        _kill(self._proc)
+        self._proc.join()
+
+
 class Runner:
     def __init__(
         self,
@@ -168,6 +241,8 @@ class Runner:
         self.on_start, self.on_event, self.on_done = on_start, on_event, on_done
         self.timeout_s = timeout_s
         self.threads = threads
+        self.ledger = capacity.Ledger()
+        self._server: ProbeServer | None = None
 
     def run(self, scenarios: list[Scenario]) -> list[dict[str, Any]]:
         """Run what is not done yet; returns the CSV rows of this invocation, in order."""
@@ -176,14 +251,20 @@ class Runner:
         logs = self.store.run_dir / "logs"
         work_dir.mkdir(exist_ok=True)
         logs.mkdir(exist_ok=True)
-        done = self.store.done()
-        todo = [s for s in scenarios if s.name not in done]
+        earlier = self.store.records()
+        done = {r["scenario"]["name"] for r in earlier}
+        for record in earlier:
+            self.ledger.learn(record)
+        todo = run_order([s for s in scenarios if s.name not in done])
         rows = []
-        for index, scenario in enumerate(todo, 1):
-            self.on_start(index, len(todo), scenario)
-            record = self.run_one(scenario, work_dir, logs)
-            rows.append(self.store.append(record))
-            self.on_done(scenario, record)
+        try:
+            for index, scenario in enumerate(todo, 1):
+                self.on_start(index, len(todo), scenario)
+                record = self.run_one(scenario, work_dir, logs)
+                rows.append(self.store.append(record))
+                self.on_done(scenario, record)
+        finally:
+            self._close_server()
         return rows
 
     def run_one(self, scenario: Scenario, work_dir: Path, logs: Path) -> dict[str, Any]:
@@ -223,19 +304,43 @@ class Runner:
         return outcome_record(result, outcome, timeout)
 
     def search(self, scenario: Scenario, work_dir: Path, logs: Path, timeout: float) -> dict[str, Any]:
-        """A capacity search: each probe a fresh worker, so an OOM leaves nothing for the next probe."""
-        from suite import capacity
+        """A capacity search, its probes answered by the probe server of their configuration."""
 
         def probe(p: Scenario) -> dict[str, Any]:
             label = p.name.rsplit(".probe-", 1)[1]
             self.on_event(scenario, {"phase": f"probe {label}"})
-            record = self.worker_record(p, scenario, work_dir, logs, timeout, save_images=False)
+            record = self.probe_record(p, scenario, work_dir, logs, timeout)
             verdict = {"ok": "fits", "oom": "out of memory"}.get(record["status"], record["status"])
             self.on_event(scenario, {"phase": f"probe {label}: {verdict}"})
             return record
 
         device_gib = self.environment.get("fingerprint", {}).get("gpu_vram_gib") or None
-        return capacity.search(scenario, probe, device_gib)
+        return capacity.search(scenario, probe, device_gib, self.ledger)
+
+    def probe_record(self, p: Scenario, search: Scenario, work_dir: Path, logs: Path, timeout: float) -> dict[str, Any]:
+        """One probe, from the running server of its configuration or a fresh one."""
+        key = capacity.configuration(p)
+        if self._server is None or self._server.key != key or not self._server.alive:
+            self._close_server()
+            job = {"scenario": p.to_dict(), "run_dir": str(self.store.run_dir), "threads": self.threads}
+            self._server = ProbeServer(key, job, work_dir / f"{p.name}.job.json", logs / f"{p.name}.log")
+        return self._server.probe(p, timeout, lambda e: self.on_event(search, e))
+
+    def _close_server(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+
+
+def run_order(scenarios: list[Scenario]) -> list[Scenario]:
+    """The run's order: the capacity searches of one configuration one after another, where the first
+    of them stood (one probe server then serves them all); every other scenario where it stands."""
+    first: dict[str, int] = {}
+    keyed = []
+    for index, s in enumerate(scenarios):
+        key = capacity.configuration(capacity.probe_scenario(s, 1)) if s.search else f"#{index}"
+        keyed.append((first.setdefault(key, index), index, s))
+    return [s for *_, s in sorted(keyed, key=lambda k: k[:2])]
 
 
 def skip_reason(scenario: Scenario) -> str | None:

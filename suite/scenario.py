@@ -39,7 +39,7 @@ COMPILE_MODES = ("", "default", "reduce-overhead", "max-autotune-no-cudagraphs",
 COMPILE_TARGETS = ("unet", "vae")
 # What a scenario may need beyond its device: it is `skipped`, with the reason, where it is absent.
 REQUIREMENTS = ("cpu-bf16", "no-accelerator")
-# Capacity searches: the value bisected, each probe in its own worker under the VRAM budget.
+# Capacity searches: the value searched for, each probe a short generation under the VRAM budget.
 SEARCHES = ("", "max-batch", "max-resolution", "min-budget")
 
 SCENARIOS_DIR = Path(__file__).resolve().parent.parent / "scenarios"

@@ -83,7 +83,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _isolate(channel, log_path: str, runner_pid: int) -> None:
+def isolate(channel, log_path: str, runner_pid: int) -> None:
     """Own process group (the runner kills it with its sampler), die with the runner, print to the log."""
     global _channel
     _channel = channel
@@ -117,14 +117,54 @@ def classify(exc: BaseException) -> tuple[str, str]:
     return "error", message
 
 
-def _budget(device, gib: float) -> dict[str, Any]:
-    """Cap this process's CUDA allocator so the whole process fits a card of `gib` GiB.
+def outside_allocator(device, h: Any, before: int | None) -> tuple[int, str]:
+    """Device memory this process holds that torch's allocator does not see: the CUDA context, and
+    the kernels and library handles (cuBLAS, cuDNN) loaded into it so far.
 
-    The CUDA context lives outside the allocator, so it is measured and subtracted: what the
-    allocator may use is the budget minus the context, as on a real card of that size. The
-    driver's per-process figure is preferred; where a container hides it, the growth of the
-    device's used memory across context creation is used instead.
+    The driver's per-process figure is preferred; where a container hides it, the growth of the
+    device's used memory since `before` (read before this process touched CUDA) is used instead.
     """
+    import torch
+
+    from suite.measure import nvml
+
+    reserved = torch.cuda.memory_reserved(device)
+    mine = nvml.process_used_bytes(h, os.getpid()) if h is not None else None
+    if mine is not None:
+        return max(0, mine - reserved), "nvml-process"
+    used = nvml.used_bytes(h) if h is not None else None
+    if used is not None and before is not None and used - before - reserved > 64 * MIB:
+        return used - before - reserved, "nvml-device-delta"
+    return 512 * MIB, "assumed"
+
+
+def cap_allocator(device, gib: float, h: Any, before: int | None) -> dict[str, Any]:
+    """Cap this process's CUDA allocator so that the whole process fits a card of `gib` GiB: the
+    allocator may use the budget less what lies outside it, as on a real card of that size."""
+    import torch
+
+    outside, method = outside_allocator(device, h, before)
+    total = torch.cuda.get_device_properties(device).total_memory
+    allowed = gib * 2**30 - outside
+    budget = {"budget_gib": gib, "outside_allocator_mib": outside / MIB, "measured_by": method}
+    if allowed <= 0:
+        raise torch.cuda.OutOfMemoryError(
+            f"what lies outside the allocator ({outside / MIB:.0f} MiB) exceeds {gib} GiB"
+        )
+    torch.cuda.set_per_process_memory_fraction(min(1.0, allowed / total), device)
+    return {**budget, "allocator_cap_mib": allowed / MIB}
+
+
+def failure(exc: BaseException) -> dict[str, str]:
+    """The record's status and reason for a scenario that raised: skipped when it cannot run here."""
+    from suite.pipelines import NotApplicable
+
+    status, reason = ("skipped", str(exc)) if isinstance(exc, NotApplicable) else classify(exc)
+    return {"status": status, "error": reason}
+
+
+def _budget(device, gib: float) -> dict[str, Any]:
+    """Cap the allocator of a fresh process for a run under a budget (its CUDA context made first)."""
     import torch
 
     from suite.measure import nvml
@@ -133,18 +173,7 @@ def _budget(device, gib: float) -> dict[str, Any]:
     before = nvml.used_bytes(h) if h is not None else None
     torch.empty(1, device=device)
     torch.cuda.synchronize(device)
-    after = nvml.used_bytes(h) if h is not None else None
-    context, method = (nvml.process_used_bytes(h, os.getpid()) if h is not None else None), "nvml-process"
-    if context is None and before is not None and after is not None and after - before > 64 * MIB:
-        context, method = after - before, "nvml-device-delta"
-    if context is None:
-        context, method = 512 * MIB, "assumed"
-    total = torch.cuda.get_device_properties(device).total_memory
-    allowed = gib * 2**30 - context
-    if allowed <= 0:
-        raise torch.cuda.OutOfMemoryError(f"the CUDA context alone ({context / MIB:.0f} MiB) exceeds {gib} GiB")
-    torch.cuda.set_per_process_memory_fraction(min(1.0, allowed / total), device)
-    return {"budget_gib": gib, "context_mib": context / MIB, "context_from": method, "allocator_cap_mib": allowed / MIB}
+    return cap_allocator(device, gib, h, before)
 
 
 def _unet_tflop(prepared, cache: Path) -> float | None:
@@ -337,26 +366,20 @@ def probe(out: Path) -> None:
 
 
 def child_probe(out: str, channel, log_path: str, runner_pid: int) -> None:
-    _isolate(channel, log_path, runner_pid)
+    isolate(channel, log_path, runner_pid)
     probe(Path(out))
 
 
 def child_main(job_path: str, channel, log_path: str, runner_pid: int) -> None:
     """Entry point of a worker process: run one job, write its record, whatever happens."""
-    _isolate(channel, log_path, runner_pid)
+    isolate(channel, log_path, runner_pid)
     job = json.loads(Path(job_path).read_text())
     started = time.time()
     record: dict[str, Any] = {}
     try:
         run_job(job, record)
     except BaseException as exc:  # every failure becomes an outcome, never a lost scenario
-        from suite.pipelines import NotApplicable
-
         traceback.print_exc()
-        if isinstance(exc, NotApplicable):
-            status, reason = "skipped", str(exc)
-        else:
-            status, reason = classify(exc)
-        record.update(status=status, error=reason)
+        record.update(failure(exc))
     record["worker_s"] = time.time() - started
     Path(job["result"]).write_text(json.dumps(record))

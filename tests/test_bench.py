@@ -130,7 +130,10 @@ weights = "/nonexistent/sd-v1-4.ckpt"
 [[scenario]]
 name = "too-slow"
 model = "sd-v1"
-steps = 500
+steps = 900
+batch = 4
+width = 128
+height = 128
 timeout_s = 12
 
 [[scenario]]

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from suite.capacity import probes_run
 from suite.report.markup import badge, e, fmt
 from suite.report.runs import Run
 
@@ -159,7 +160,7 @@ def min_budget_table(runs: Sequence[Run]) -> str:
             s = r["scenario"]
             if s.get("search") != "min-budget" or r["status"] == "skipped":
                 continue
-            probes = len((r.get("capacity") or {}).get("probes") or [])
+            probes = probes_run(r.get("capacity") or {})
             rows.append(
                 f"<tr><td>{e(run.label)}</td><td>{e(_config(s))}</td>{_cell(r)}<td class='num'>{probes}</td></tr>"
             )
@@ -183,8 +184,10 @@ def section(runs: Sequence[Run]) -> str:
     tables = search_table(runs, "max-batch") + search_table(runs, "max-resolution") + min_budget_table(runs)
     if tables:
         parts.append(
-            '<p class="note">Each value is found by bisection, every probe a short generation in a fresh worker '
-            "under the emulated budget (the torch allocator capped at the budget less the measured CUDA context). "
+            '<p class="note">Each value is found by a search over the candidates, every probe a short generation '
+            "under the emulated budget (the torch allocator capped at the budget less what the process holds "
+            "outside it: the CUDA context, kernels and libraries), in a worker that is replaced whenever a probe "
+            "leaves memory behind. Probes: those run; outcomes that earlier probes imply are not run again. "
             "≥: the search's upper bound fits. none: even the smallest candidate ran out of memory.</p>"
         )
         parts.append(tables)

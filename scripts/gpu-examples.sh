@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The GPU runs behind reports/examples/fast-gpu-* and capacity-gpu-*, in one command on a machine
+# with an NVIDIA GPU and a Python that has torch, transformers and accelerate. Packages it lacks
+# (diffusers, invisible-watermark, PyWavelets, pyspng) may come as wheels in .whl/, fetched where
+# pip can reach PyPI:
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux_2_28_x86_64 -d .whl diffusers==0.42.1 invisible-watermark==0.2.0 \
+#     PyWavelets==1.9.0 pyspng==0.1.4 importlib_metadata==8.7.0
+# Usage: scripts/gpu-examples.sh OUT_DIR [fast|capacity|all] [SECONDS]
+# Whatever is still running SECONDS (default 540) after the start is stopped; every scenario finished
+# by then is kept (results are written as they are produced), and `--resume` on the same directory
+# carries on later. Each run directory is packed into OUT_DIR/<name>.tar.gz, its report beside it.
+set -u
+out=${1:?usage: scripts/gpu-examples.sh OUT_DIR [fast|capacity|all] [SECONDS]}
+what=${2:-all}
+deadline=$((SECONDS + ${3:-540}))
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1 TRANSFORMERS_VERBOSITY=error
+if compgen -G ".whl/*.whl" >/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+fi
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+python3 -c "import torch, diffusers; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'diffusers', diffusers.__version__)" || exit 1
+
+bench() {  # NAME PROFILE ARGS...: run (or resume) a bench for at most $seconds, then pack it
+  local name=$1 profile=$2
+  shift 2
+  local dir="$out/$name" left=$((deadline - SECONDS))
+  [ "$left" -gt 30 ] || { echo "no time left for $name"; return; }
+  timeout --signal=TERM --kill-after=20 "$left" \
+    python3 -m suite bench "$profile" --out "$dir" $([ -e "$dir/results.jsonl" ] && echo --resume) "$@" 2>&1 \
+    | grep -v -E '^\s*$' | tail -n 60
+  python3 -m suite report "$dir" -o "$out/$name-report.html" >/dev/null 2>&1 || echo "no report for $name"
+  tar -czf "$out/$name.tar.gz" -C "$out" "$name" && rm -rf "${dir:?}"
+}
+
+if [ "$what" = fast ] || [ "$what" = all ]; then
+  # the article's run (SD v1 fp16 512x512, 50 PLMS steps) against fp32 eager, and the UNet at batch 8
+  bench fast-gpu fast --only gpu-eager-fp32 gpu-eager-fp16 gpu-fp16-compile-reduce-overhead \
+    gpu-eager-fp16-batch8 gpu-fp16-compile-batch8-reduce-overhead
+fi
+if [ "$what" = capacity ] || [ "$what" = all ]; then
+  # the article's 8 GB claims first (smallest budgets), then every table of the profile
+  bench capacity-gpu capacity --only v1-min-budget-fp32-none v1-min-budget-fp16-attention-slicing \
+    v1-min-budget-fp16-sequential-offload v2-min-budget-fp16-none v2-min-budget-fp32-none \
+    x4-min-budget-fp16-none
+  tar -xzf "$out/capacity-gpu.tar.gz" -C "$out" && bench capacity-gpu capacity
+fi
+ls -la "$out"
