@@ -46,5 +46,27 @@ if [ "$what" = capacity ] || [ "$what" = all ]; then
     v1-min-budget-fp16-sequential-offload v2-min-budget-fp16-none v2-min-budget-fp32-none \
     x4-min-budget-fp16-none
   tar -xzf "$out/capacity-gpu.tar.gz" -C "$out" && bench capacity-gpu capacity
+  # the same searches with a fresh worker per probe: the values must agree with the tables'
+  check=/tmp/isolation-check.toml
+  {
+    echo '[defaults]'
+    echo 'model = "sd-v1"'
+    echo 'device = "cuda"'
+    echo 'precision = "fp16"'
+    echo 'sampler = "ddim"'
+    echo 'steps = 2'
+    echo 'probe_isolation = "process"'
+    echo '[[scenario]]'
+    echo 'name = "v1-max-batch-none-8gib"'
+    echo 'search = "max-batch"'
+    echo 'search_max = 48'
+    echo 'vram_budget_gib = 8'
+    echo '[[scenario]]'
+    echo 'name = "v1-min-budget-fp16-model-offload"'
+    echo 'search = "min-budget"'
+    echo 'search_max = 24'
+    echo 'memory_mode = "model-offload"'
+  } >"$check"
+  bench isolation-check "$check"
 fi
 ls -la "$out"

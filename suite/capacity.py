@@ -129,8 +129,11 @@ class Ledger:
             points = [(o.batch, o.need_gib) for o in known if (o.width, o.height) == (s.width, s.height)]
             xs, degree = np.array(values, dtype=float), 1
         else:
-            points = [(o.width * o.height, o.need_gib) for o in known if o.batch == s.batch and o.width == o.height]
-            xs, degree = np.array(values, dtype=float) ** 2, 2
+            # in 512x512 images, which keeps the quadratic's terms of one magnitude
+            points = [
+                (o.width * o.height / 512**2, o.need_gib) for o in known if o.batch == s.batch and o.width == o.height
+            ]
+            xs, degree = (np.array(values, dtype=float) / 512) ** 2, 2
         distinct = len({x for x, _ in points})
         if distinct < 2:
             return None

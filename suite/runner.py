@@ -324,7 +324,10 @@ class Runner:
             self._close_server()
             job = {"scenario": p.to_dict(), "run_dir": str(self.store.run_dir), "threads": self.threads}
             self._server = ProbeServer(key, job, work_dir / f"{p.name}.job.json", logs / f"{p.name}.log")
-        return self._server.probe(p, timeout, lambda e: self.on_event(search, e))
+        record = self._server.probe(p, timeout, lambda e: self.on_event(search, e))
+        if p.probe_isolation == "process":
+            self._close_server()
+        return record
 
     def _close_server(self) -> None:
         if self._server is not None:

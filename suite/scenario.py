@@ -41,6 +41,9 @@ COMPILE_TARGETS = ("unet", "vae")
 REQUIREMENTS = ("cpu-bf16", "no-accelerator")
 # Capacity searches: the value searched for, each probe a short generation under the VRAM budget.
 SEARCHES = ("", "max-batch", "max-resolution", "min-budget")
+# checked: one worker serves a configuration's probes and is replaced when one leaves memory
+# behind (suite/probe_worker.py); process: a fresh worker for every probe, slower, to compare
+PROBE_ISOLATIONS = ("checked", "process")
 
 SCENARIOS_DIR = Path(__file__).resolve().parent.parent / "scenarios"
 
@@ -93,6 +96,7 @@ class Scenario:
     # a capacity search instead of a timed run; search_max bounds it (batch, pixels, or GiB)
     search: str = ""
     search_max: float = 0.0
+    probe_isolation: str = "checked"
     # another scenario of the same file whose first image is the reference for a quality check
     quality_reference: str = ""
 
@@ -180,6 +184,7 @@ _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
     "requires": list,
     "search": str,
     "search_max": (int, float),
+    "probe_isolation": str,
     "quality_reference": str,
 }
 # Matrix keys may use the singular, which reads better in a file: memory_mode = ["a", "b"].
@@ -271,6 +276,7 @@ def validate(s: Scenario) -> Scenario:
     for requirement in s.requires:
         _choice(requirement, REQUIREMENTS, "requires")
     _choice(s.search, SEARCHES, "search")
+    _choice(s.probe_isolation, PROBE_ISOLATIONS, "probe_isolation")
     if s.search_max < 0:
         raise _FieldError("search_max", "must be 0 (the search's default bound) or positive")
     if s.search in ("max-batch", "max-resolution") and not s.vram_budget_gib:

@@ -326,3 +326,27 @@ memory_mode = ["none", "attention-slicing"]
     ]
     sliced = sum(capacity.probes_run(r["capacity"]) for r in records if r["scenario"]["memory_modes"] != ["none"])
     assert started.count("none") == 1 and started.count("attention-slicing") == sliced > 1
+
+
+def test_process_isolation_gives_every_probe_a_fresh_server(tmp_path, monkeypatch):
+    started = []
+
+    class Server:
+        def __init__(self, key, job, job_path, log_path):
+            self.key, self.alive = key, True
+            started.append(job["scenario"]["name"].split(".probe-")[0])
+
+        def probe(self, p, timeout_s, on_event):
+            return _memory_model(p)
+
+        def close(self):
+            self.alive = False
+
+    monkeypatch.setattr(runner, "ProbeServer", Server)
+    monkeypatch.setattr(runner, "skip_reason", lambda s: None)
+    s = Scenario(name="b", model="sd-v1", device="cuda", search="max-batch", vram_budget_gib=8, search_max=16)
+    run = runner.Runner(tmp_path, {"run_id": "run"})
+    checked, fresh = run.run([s, replace(s, name="b-process", probe_isolation="process")])
+    assert checked["capacity_value"] == fresh["capacity_value"] == 4
+    assert started.count("b") == 1  # the checked search: one server for all its probes
+    assert started.count("b-process") == fresh["capacity_probes"] > 1  # one per probe, none implied by the other
