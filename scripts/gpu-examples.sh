@@ -37,7 +37,8 @@ bench() {  # NAME PROFILE ARGS...: run (or resume) a bench for at most $seconds,
 
 if [ "$what" = fast ] || [ "$what" = all ]; then
   # the article's run (SD v1 fp16 512x512, 50 PLMS steps) against fp32 eager, and the UNet at batch 8
-  bench fast-gpu fast --only gpu-eager-fp32 gpu-eager-fp16 gpu-fp16-compile-reduce-overhead \
+  # (--timeout: a compile that has not finished in 5 minutes is stopped and recorded, not waited for)
+  bench fast-gpu fast --timeout 300 --only gpu-eager-fp32 gpu-eager-fp16 gpu-fp16-compile-reduce-overhead \
     gpu-eager-fp16-batch8 gpu-fp16-compile-batch8-reduce-overhead
 fi
 if [ "$what" = capacity ] || [ "$what" = all ]; then

@@ -2,11 +2,13 @@
 
 A capacity profile is hundreds of short generations that differ only in batch, image size and
 budget; a fresh process for each spent most of its time creating a CUDA context and building the
-pipeline. This worker builds it once and runs each probe under that probe's budget. What makes a
-probe as isolated as a fresh process:
+pipeline. This worker builds it once and runs each probe under that probe's budget. What makes
+its answers those of a fresh process alone on a card of that size:
 - the budget caps torch's allocator at the budget less what lies outside it (the CUDA context and
   the kernels and libraries loaded so far, measured before each probe after a warm-up), so a probe
   sees the card it would see alone, where a fresh process would not yet count its libraries;
+- a probe that fails otherwise than with an out-of-memory error is run once more without the cap:
+  if it then runs, the budget caused the failure, and it counts as out of memory;
 - after each probe every cached block is released, and the memory still allocated must equal what
   was allocated before the first probe. If anything is left (an out-of-memory error can strand an
   offloaded model on the GPU), the worker says so in its answer and exits, and the runner starts a
@@ -96,7 +98,31 @@ class ProbeSession:
             record.update(failure(exc))
             if s.offloads:
                 self._put_offloaded_weights_back()
+        if self.cuda and record["status"] in ("error", "unsupported"):
+            return self._blame_the_budget(s, record)
         return record
+
+    def _blame_the_budget(self, s, record: dict[str, Any]) -> dict[str, Any]:
+        """A failure the same probe does not repeat without the cap was the budget's doing: cuBLAS and
+        cuDNN word an allocation that failed in their own ways ('unable to find an engine',
+        'NOT_SUPPORTED'), so the probe is run once more uncapped to tell."""
+        import torch
+
+        self._release()
+        torch.cuda.set_per_process_memory_fraction(1.0, self.device)
+        try:
+            self._generate(s)
+        except Exception:
+            traceback.print_exc()
+            if s.offloads:
+                self._put_offloaded_weights_back()
+            return record
+        gib = f"{s.vram_budget_gib:g}"
+        return {
+            **record,
+            "status": "oom",
+            "error": f"{record['error']} (under the {gib} GiB budget only: it ran without)",
+        }
 
     def _put_offloaded_weights_back(self) -> None:
         """After a call cut short, move offloaded weights to where their hooks keep them between calls.

@@ -350,3 +350,41 @@ def test_process_isolation_gives_every_probe_a_fresh_server(tmp_path, monkeypatc
     assert checked["capacity_value"] == fresh["capacity_value"] == 4
     assert started.count("b") == 1  # the checked search: one server for all its probes
     assert started.count("b-process") == fresh["capacity_probes"] > 1  # one per probe, none implied by the other
+
+
+@pytest.mark.parametrize(
+    ("capped_failure", "uncapped_failure", "status", "runs"),
+    [
+        (RuntimeError("GET was unable to find an engine to execute this computation"), None, "oom", 2),
+        (RuntimeError("an error of its own"), RuntimeError("an error of its own"), "error", 2),
+        (RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"), None, "oom", 1),
+    ],
+)
+def test_a_failure_that_only_the_budget_causes_counts_as_out_of_memory(
+    monkeypatch, capped_failure, uncapped_failure, status, runs
+):
+    """The CUDA-only steps of a probe, on CPU: the allocator's calls stood in for, generation scripted."""
+    import torch
+
+    from suite import probe_worker
+
+    s = Scenario(name="p", model="sd-v1", weights="tiny", device="cpu", width=64, height=64, steps=2, watermark="none")
+    session = probe_worker.ProbeSession({"scenario": s.to_dict()})
+    session.cuda = True
+    capped = []
+    monkeypatch.setattr(probe_worker, "cap_allocator", lambda *a: capped.append(True) or {"outside_allocator_mib": 512})
+    monkeypatch.setattr(torch.cuda, "set_per_process_memory_fraction", lambda fraction, device=None: capped.clear())
+    for name in ("reset_peak_memory_stats", "empty_cache", "max_memory_allocated", "max_memory_reserved"):
+        monkeypatch.setattr(torch.cuda, name, lambda *a: 0)
+    calls = []
+
+    def generate(probed):
+        calls.append(bool(capped))
+        failure = capped_failure if capped else uncapped_failure
+        if failure is not None:
+            raise failure
+
+    monkeypatch.setattr(session, "_generate", generate)
+    record = session.probe(replace(s, vram_budget_gib=8.0))
+    assert record["status"] == status and len(calls) == runs and calls[0] is True
+    assert ("under the 8 GiB budget only" in record["error"]) == (runs == 2 and status == "oom")
