@@ -281,17 +281,18 @@ def test_a_probe_server_loads_once_answers_each_probe_and_is_replaced_after_a_ti
     assert "Traceback" in (tmp_path / "probes.log").read_text()  # the refused probe's, in the server's log
 
 
-def test_searches_of_one_configuration_share_a_probe_server_until_it_is_spent(tmp_path, monkeypatch):
+def _fake_servers(monkeypatch, spent=lambda p: False) -> list[Scenario]:
+    """Probe servers answering from the memory model, and searches that run here; returns the first
+    probe of every server started."""
     started = []
 
-    class Server:  # the runner's side of the real one, answering from the memory model
+    class Server:  # the runner's side of the real one
         def __init__(self, key, job, job_path, log_path):
             self.key, self.alive = key, True
-            started.append(Scenario.from_dict(job["scenario"]).memory_mode)
+            started.append(Scenario.from_dict(job["scenario"]))
 
         def probe(self, p, timeout_s, on_event):
-            # sliced attention's server is spent by every probe, as one is when a probe leaves memory behind
-            self.alive = p.memory_modes != ("attention-slicing",)
+            self.alive = not spent(p)
             return _memory_model(p)
 
         def close(self):
@@ -299,6 +300,12 @@ def test_searches_of_one_configuration_share_a_probe_server_until_it_is_spent(tm
 
     monkeypatch.setattr(runner, "ProbeServer", Server)
     monkeypatch.setattr(runner, "skip_reason", lambda s: None)
+    return started
+
+
+def test_searches_of_one_configuration_share_a_probe_server_until_it_is_spent(tmp_path, monkeypatch):
+    # sliced attention's server is spent by every probe, as one is when a probe leaves memory behind
+    started = _fake_servers(monkeypatch, spent=lambda p: p.memory_modes == ("attention-slicing",))
     text = (
         _MAX_BATCHES.format(name="batch")
         + """
@@ -325,31 +332,19 @@ memory_mode = ["none", "attention-slicing"]
         "budget-attention-slicing",
     ]
     sliced = sum(capacity.probes_run(r["capacity"]) for r in records if r["scenario"]["memory_modes"] != ["none"])
-    assert started.count("none") == 1 and started.count("attention-slicing") == sliced > 1
+    modes = [s.memory_mode for s in started]
+    assert modes.count("none") == 1 and modes.count("attention-slicing") == sliced > 1
 
 
 def test_process_isolation_gives_every_probe_a_fresh_server(tmp_path, monkeypatch):
-    started = []
-
-    class Server:
-        def __init__(self, key, job, job_path, log_path):
-            self.key, self.alive = key, True
-            started.append(job["scenario"]["name"].split(".probe-")[0])
-
-        def probe(self, p, timeout_s, on_event):
-            return _memory_model(p)
-
-        def close(self):
-            self.alive = False
-
-    monkeypatch.setattr(runner, "ProbeServer", Server)
-    monkeypatch.setattr(runner, "skip_reason", lambda s: None)
+    started = _fake_servers(monkeypatch)
     s = Scenario(name="b", model="sd-v1", device="cuda", search="max-batch", vram_budget_gib=8, search_max=16)
     run = runner.Runner(tmp_path, {"run_id": "run"})
     checked, fresh = run.run([s, replace(s, name="b-process", probe_isolation="process")])
     assert checked["capacity_value"] == fresh["capacity_value"] == 4
-    assert started.count("b") == 1  # the checked search: one server for all its probes
-    assert started.count("b-process") == fresh["capacity_probes"] > 1  # one per probe, none implied by the other
+    searches = [s.name.split(".probe-")[0] for s in started]
+    assert searches.count("b") == 1  # the checked search: one server for all its probes
+    assert searches.count("b-process") == fresh["capacity_probes"] > 1  # one per probe, none implied by the other
 
 
 @pytest.mark.parametrize(
