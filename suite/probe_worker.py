@@ -25,7 +25,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from suite.worker import MIB, cap_allocator, emit, failure, isolate
+from suite.worker import MIB, cap_allocator, emit, failure, isolate, open_cuda_context
 
 # the warm-up's image: small enough to cost nothing, large enough to load the kernels the probes use
 WARMUP_SIZE = 64
@@ -49,7 +49,7 @@ class ProbeSession:
         self.handle = self.before = None
         if self.cuda:
             self.handle = nvml.handle(uuid=nvml.torch_device_uuid(self.device.index or 0))
-            self.before = nvml.used_bytes(self.handle) if self.handle is not None else None
+            self.before = open_cuda_context(self.device, self.handle)
         emit(phase="load")
         self.prepared = pipelines.prepare(first, self.device)
         emit(phase="warmup")

@@ -138,18 +138,35 @@ def outside_allocator(device, h: Any, before: int | None) -> tuple[int, str]:
     return 512 * MIB, "assumed"
 
 
+def open_cuda_context(device, h: Any) -> int | None:
+    """Create this process's CUDA context; returns the device's used memory from just before it."""
+    import torch
+
+    from suite.measure import nvml
+
+    before = nvml.used_bytes(h) if h is not None else None
+    torch.empty(1, device=device)
+    torch.cuda.synchronize(device)
+    return before
+
+
 def cap_allocator(device, gib: float, h: Any, before: int | None) -> dict[str, Any]:
     """Cap this process's CUDA allocator so that the whole process fits a card of `gib` GiB: the
-    allocator may use the budget less what lies outside it, as on a real card of that size."""
+    allocator may use the budget less what lies outside it, as on a real card of that size. What the
+    allocator holds already must fit too: a real card would have refused it before now."""
     import torch
 
     outside, method = outside_allocator(device, h, before)
     total = torch.cuda.get_device_properties(device).total_memory
     allowed = gib * 2**30 - outside
+    if torch.cuda.memory_reserved(device) > allowed:
+        torch.cuda.empty_cache()  # cached blocks, which a card of this size would have handed back already
+    reserved = torch.cuda.memory_reserved(device)
     budget = {"budget_gib": gib, "outside_allocator_mib": outside / MIB, "measured_by": method}
-    if allowed <= 0:
+    if allowed <= reserved:
         raise torch.cuda.OutOfMemoryError(
-            f"what lies outside the allocator ({outside / MIB:.0f} MiB) exceeds {gib} GiB"
+            f"{reserved / MIB:.0f} MiB in torch's allocator and {outside / MIB:.0f} MiB outside it "
+            f"(CUDA context, kernels, libraries) exceed {gib:g} GiB"
         )
     torch.cuda.set_per_process_memory_fraction(min(1.0, allowed / total), device)
     return {**budget, "allocator_cap_mib": allowed / MIB}
@@ -161,19 +178,6 @@ def failure(exc: BaseException) -> dict[str, str]:
 
     status, reason = ("skipped", str(exc)) if isinstance(exc, NotApplicable) else classify(exc)
     return {"status": status, "error": reason}
-
-
-def _budget(device, gib: float) -> dict[str, Any]:
-    """Cap the allocator of a fresh process for a run under a budget (its CUDA context made first)."""
-    import torch
-
-    from suite.measure import nvml
-
-    h = nvml.handle(uuid=nvml.torch_device_uuid(device.index or 0))
-    before = nvml.used_bytes(h) if h is not None else None
-    torch.empty(1, device=device)
-    torch.cuda.synchronize(device)
-    return cap_allocator(device, gib, h, before)
 
 
 def _unet_tflop(prepared, cache: Path) -> float | None:
@@ -217,7 +221,8 @@ def run_job(job: dict[str, Any], record: dict[str, Any]) -> None:
     sampler = MemorySampler(gpu_uuid=gpu_uuid)
     try:
         if scenario.vram_budget_gib:
-            record["budget"] = _budget(device, scenario.vram_budget_gib)
+            before_context = open_cuda_context(device, gpu)
+            record["budget"] = cap_allocator(device, scenario.vram_budget_gib, gpu, before_context)
         emit(phase="load")
         sampler.reset()
         prepared = pipelines.prepare(scenario, device)
@@ -242,6 +247,9 @@ def run_job(job: dict[str, Any], record: dict[str, Any]) -> None:
             record["warmup_latency_s"].append(
                 pipelines.generate(prepared, on_step(phase, i + 1, scenario.warmup)).latency_s
             )
+        if scenario.vram_budget_gib and scenario.warmup:
+            # the kernels and libraries the warm-up loaded take the card's memory too: the repeats get the rest
+            record["budget"] = cap_allocator(device, scenario.vram_budget_gib, gpu, before_context)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         sampler.reset()
