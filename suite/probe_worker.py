@@ -63,8 +63,14 @@ class ProbeSession:
         return pipelines.generate(replace(self.prepared, scenario=s, inputs=pipelines.call_arguments(s)))
 
     def _release(self) -> None:
+        """Let go of all a generation left: its cached blocks, and the scheduler's state (PNDM keeps the
+        last model outputs on the device), so the next probe starts as a fresh process would."""
         import torch
 
+        from suite import pipelines
+
+        pipe = self.prepared.pipe
+        pipe.scheduler = pipelines.make_scheduler(self.prepared.scenario.sampler, pipe.scheduler.config)
         gc.collect()
         if self.cuda:
             torch.cuda.empty_cache()

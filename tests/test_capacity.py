@@ -437,3 +437,14 @@ def test_the_budget_caps_the_allocator_at_what_the_card_has_left_beside_the_proc
     _Card(monkeypatch, reserved_mib=7800, process_mib=7800 + 900, after_empty_mib=7600)  # live weights too large
     with pytest.raises(torch.cuda.OutOfMemoryError, match="7600 MiB in torch's allocator and 900 MiB outside"):
         cap_allocator("cuda", 8, object(), None)
+
+
+def test_a_probe_leaves_no_scheduler_state_for_the_next():
+    """PNDM keeps the last model outputs (on the GPU, batch-sized): a fresh process would not have them."""
+    from suite import probe_worker
+
+    s = Scenario(name="p", model="sd-v1", weights="tiny", device="cpu", sampler="plms", width=64, height=64, steps=3)
+    session = probe_worker.ProbeSession({"scenario": replace(s, watermark="none").to_dict()})
+    assert session.probe(replace(s, batch=2, watermark="none"))["status"] == "ok"
+    assert len(session.prepared.pipe.scheduler.ets) > 0
+    assert session.leftover_mib() == 0.0 and session.prepared.pipe.scheduler.ets == []
