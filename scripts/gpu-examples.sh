@@ -8,8 +8,9 @@
 #     PyWavelets==1.9.0 pyspng==0.1.4 importlib_metadata==8.7.0
 # Usage: scripts/gpu-examples.sh OUT_DIR [fast|capacity|all] [SECONDS]
 # Whatever is still running SECONDS (default 540) after the start is stopped; every scenario finished
-# by then is kept (results are written as they are produced), and `--resume` on the same directory
-# carries on later. Each run directory is packed into OUT_DIR/<name>.tar.gz, its report beside it.
+# by then is kept (results are written as they are produced). Each run directory is packed into
+# OUT_DIR/<name>.tar.gz, its report beside it; run again with those files in OUT_DIR, and each bench
+# resumes where it stopped.
 set -u
 out=${1:?usage: scripts/gpu-examples.sh OUT_DIR [fast|capacity|all] [SECONDS]}
 what=${2:-all}
@@ -23,11 +24,12 @@ fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, diffusers; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'diffusers', diffusers.__version__)" || exit 1
 
-bench() {  # NAME PROFILE ARGS...: run (or resume) a bench for at most $seconds, then pack it
+bench() {  # NAME PROFILE ARGS...: run, or resume from OUT_DIR/NAME.tar.gz, until the deadline; then pack it
   local name=$1 profile=$2
   shift 2
   local dir="$out/$name" left=$((deadline - SECONDS))
   [ "$left" -gt 30 ] || { echo "no time left for $name"; return; }
+  [ -e "$out/$name.tar.gz" ] && [ ! -d "$dir" ] && tar -xzf "$out/$name.tar.gz" -C "$out"
   timeout --signal=TERM --kill-after=20 "$left" \
     python3 -m suite bench "$profile" --out "$dir" $([ -e "$dir/results.jsonl" ] && echo --resume) "$@" 2>&1 \
     | grep -v -E '^\s*$' | tail -n 60
@@ -46,7 +48,7 @@ if [ "$what" = capacity ] || [ "$what" = all ]; then
   bench capacity-gpu capacity --only v1-min-budget-fp32-none v1-min-budget-fp16-attention-slicing \
     v1-min-budget-fp16-sequential-offload v2-min-budget-fp16-none v2-min-budget-fp32-none \
     x4-min-budget-fp16-none
-  tar -xzf "$out/capacity-gpu.tar.gz" -C "$out" && bench capacity-gpu capacity
+  bench capacity-gpu capacity
   # the same searches with a fresh worker per probe: the values must agree with the tables'
   check=/tmp/isolation-check.toml
   {
