@@ -245,6 +245,9 @@ def test_report_shows_capacity_tables_and_the_article_account(searched_run, tmp_
     page = out.read_text()
     assert "Largest batch that fits each budget" in page and "Smallest budget that fits (GiB)" in page
     assert "smallest budget that fits: 3.5 GiB" in page
+    entries = [p for r in run.records for p in r["capacity"]["probes"]]
+    implied = sum("implied_by" in p for p in entries)
+    assert implied and f"{len(entries) - implied} probes run, {implied} outcomes implied by earlier probes" in page
 
 
 def test_a_probe_server_loads_once_answers_each_probe_and_is_replaced_after_a_timeout(tmp_path):

@@ -190,5 +190,17 @@ def section(runs: Sequence[Run]) -> str:
             "leaves memory behind. Probes: those run; outcomes that earlier probes imply are not run again. "
             "≥: the search's upper bound fits. none: even the smallest candidate ran out of memory.</p>"
         )
+        parts.append(_probe_tally(runs))
         parts.append(tables)
     return "".join(parts)
+
+
+def _probe_tally(runs: Sequence[Run]) -> str:
+    """What the searches cost: probes run, outcomes implied, workers replaced after debris."""
+    entries = [p for run in runs for r in run.records for p in (r.get("capacity") or {}).get("probes") or []]
+    implied = sum("implied_by" in p for p in entries)
+    replaced = sum(bool(p.get("leftover_mib")) for p in entries)
+    return (
+        f'<p class="note">{len(entries) - implied} probes run, {implied} outcomes implied by earlier probes, '
+        f"{replaced} worker(s) replaced after a probe left memory allocated.</p>"
+    )
