@@ -9,7 +9,7 @@ without changing any answer that monotonicity allows:
 - the memory the fitting probes needed predicts where the boundary lies, so a search starts
   there and gallops outwards before bisecting: usually two probes instead of six.
 Each probe is a short generation of a derived scenario under the emulated budget (the caller runs
-it; see runner.ProbeServer for how an out-of-memory probe is kept from leaving anything behind).
+it; suite.probe_worker says how an out-of-memory probe is kept from leaving anything behind).
 """
 
 from __future__ import annotations
@@ -29,22 +29,29 @@ RESOLUTION_STEP = 64
 BUDGET_STEP_GIB = 0.5
 UNITS = {"max-batch": "images", "max-resolution": "pixels (square)", "min-budget": "GiB"}
 MIB_PER_GIB = 1024.0
-# what tells probes of one search apart, and what does not change what a probe computes
+# what tells the probes of one configuration apart
 _PROBED = ("batch", "width", "height", "vram_budget_gib")
+# what does not change what a probe computes
 _LABELS = ("name", "family", "description", "tags", "timeout_s")
 
 
 def candidates(s: Scenario, device_gib: float | None) -> list[float]:
     """The values a search chooses among, in increasing order."""
     if s.search == "max-batch":
-        return list(range(1, int(s.search_max or DEFAULT_MAX_BATCH) + 1))
-    if s.search == "max-resolution":
+        values: list[float] = list(range(1, int(s.search_max or DEFAULT_MAX_BATCH) + 1))
+        smallest = "1 image"
+    elif s.search == "max-resolution":
         top = int(s.search_max or DEFAULT_MAX_RESOLUTION)
-        return list(range(RESOLUTION_STEP, top + 1, RESOLUTION_STEP))
-    top = s.search_max or device_gib
-    if not top:
-        raise ValueError("a min-budget search needs search_max, or a GPU whose memory size is known")
-    return [BUDGET_STEP_GIB * k for k in range(2, math.floor(top / BUDGET_STEP_GIB) + 1)]
+        values, smallest = list(range(RESOLUTION_STEP, top + 1, RESOLUTION_STEP)), f"{RESOLUTION_STEP} pixels"
+    else:
+        top = s.search_max or device_gib
+        if not top:
+            raise ValueError("a min-budget search needs search_max, or a GPU whose memory size is known")
+        values = [BUDGET_STEP_GIB * k for k in range(2, math.floor(top / BUDGET_STEP_GIB) + 1)]
+        smallest = f"{2 * BUDGET_STEP_GIB:g} GiB"
+    if not values:
+        raise ValueError(f"search_max {s.search_max:g} leaves nothing to search: the smallest candidate is {smallest}")
+    return values
 
 
 def probe_scenario(s: Scenario, value: float) -> Scenario:

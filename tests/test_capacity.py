@@ -131,6 +131,11 @@ def test_search_outcomes_when_nothing_or_everything_fits_or_a_probe_fails():
     assert failing["status"] == "error" and "the probe at 1 ended with error: RuntimeError: boom" in failing["error"]
     unknown = capacity.search(Scenario(name="s", model="sd-v1", search="min-budget"), _memory_model, None)
     assert unknown["status"] == "error" and "search_max" in unknown["error"]
+    empty = _search(search="max-resolution", vram_budget_gib=8, search_max=32)
+    assert empty == {
+        "status": "error",
+        "error": "search_max 32 leaves nothing to search: the smallest candidate is 64 pixels",
+    }
 
 
 def test_probes_are_short_runs_of_the_derived_configuration():
