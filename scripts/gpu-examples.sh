@@ -41,7 +41,7 @@ if [ "$what" = fast ] || [ "$what" = all ]; then
   # the article's run (SD v1 fp16 512x512, 50 PLMS steps) against fp32 eager, and the UNet at batch 8
   # (--timeout: a compile that has not finished in 5 minutes is stopped and recorded, not waited for)
   bench fast-gpu fast --timeout 300 --only gpu-eager-fp32 gpu-eager-fp16 gpu-fp16-compile-reduce-overhead \
-    gpu-eager-fp16-batch8 gpu-fp16-compile-batch8-reduce-overhead
+    gpu-eager-fp16-batch8 gpu-fp16-compile-batch8-reduce-overhead gpu-fp16-compile-batch8-reduce-overhead-cudnn-benchmark
 fi
 if [ "$what" = capacity ] || [ "$what" = all ]; then
   # the article's 8 GB claims first (smallest budgets), then every table of the profile

@@ -184,6 +184,8 @@ def apply_techniques(pipe: Any, s: Scenario) -> None:
     """The `fast` profile's speed techniques; compilation itself happens on the first call (warm-up)."""
     if s.threads:
         torch.set_num_threads(s.threads)
+    if s.cudnn_benchmark:
+        torch.backends.cudnn.benchmark = True
     if s.fuse_qkv:
         pipe.fuse_qkv_projections()
     if s.channels_last:

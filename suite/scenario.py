@@ -85,6 +85,8 @@ class Scenario:
     channels_last: bool = False
     fuse_qkv: bool = False
     sdpa_backend: str = "default"
+    # cuDNN times its convolution algorithms on first use of each shape and keeps the fastest
+    cudnn_benchmark: bool = False
     compile: str = ""
     compile_targets: tuple[str, ...] = COMPILE_TARGETS
     # inductor's freezing: weights folded in as constants and prepacked for oneDNN (CPU inference)
@@ -110,6 +112,8 @@ class Scenario:
             parts.append("fused-qkv")
         if self.sdpa_backend != "default":
             parts.append(f"sdpa-{self.sdpa_backend}")
+        if self.cudnn_benchmark:
+            parts.append("cudnn-benchmark")
         if self.compile:
             freeze = "+freeze" if self.compile_freeze else ""
             parts.append(f"compile-{self.compile}{freeze}({'+'.join(self.compile_targets)})")
@@ -176,6 +180,7 @@ _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
     "channels_last": bool,
     "fuse_qkv": bool,
     "sdpa_backend": str,
+    "cudnn_benchmark": bool,
     "compile": str,
     "compile_targets": list,
     "compile_freeze": bool,

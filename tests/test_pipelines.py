@@ -106,10 +106,13 @@ def test_half_precision_on_cpu_runs_or_is_classified_unsupported():
 
 
 def test_speed_techniques_apply_on_cpu():
-    g = _run(channels_last=True, fuse_qkv=True, sdpa_backend="math", threads=1)
+    g = _run(channels_last=True, fuse_qkv=True, sdpa_backend="math", threads=1, cudnn_benchmark=True)
     assert g.check["problem"] == ""
-    assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == 1 and torch.backends.cudnn.benchmark
     torch.set_num_threads(2)
+    torch.backends.cudnn.benchmark = False
+    s = Scenario(name="t", model="sd-v1", channels_last=True, cudnn_benchmark=True, compile="default")
+    assert s.techniques == "channels-last+cudnn-benchmark+compile-default(unet+vae)"
 
 
 def test_stage_times_from_marks():
