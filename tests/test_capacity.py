@@ -12,6 +12,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from support import cpu_probe
 
 from suite import capacity, results, runner
 from suite.cli import main
@@ -257,18 +258,7 @@ def test_report_shows_capacity_tables_and_the_article_account(searched_run, tmp_
 
 def test_a_probe_server_loads_once_answers_each_probe_and_is_replaced_after_a_timeout(tmp_path):
     """The real worker on CPU with tiny models, where no budget applies: the plumbing of every probe."""
-    first = Scenario(
-        name="s.probe-1",
-        model="sd-v1",
-        weights="tiny",
-        device="cpu",
-        width=64,
-        height=64,
-        steps=2,
-        repeats=1,
-        warmup=0,
-        watermark="none",
-    )
+    first = cpu_probe()
     events = []
     server = runner.ProbeServer(
         capacity.configuration(first), {"scenario": first.to_dict()}, tmp_path / "job.json", tmp_path / "probes.log"

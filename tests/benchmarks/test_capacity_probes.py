@@ -9,24 +9,14 @@ removes. Run with `make bench-micro`; the figures are in the benchmark's extra_i
 import time
 from dataclasses import replace
 
+from support import cpu_probe
+
 from suite import runner
 from suite.capacity import configuration
 from suite.scenario import Scenario
 
 PROBES = 3
-FIRST = Scenario(
-    name="s.probe-1",
-    model="sd-v1",
-    weights="synthetic",
-    device="cpu",
-    sampler="ddim",
-    width=64,
-    height=64,
-    steps=2,
-    repeats=1,
-    warmup=0,
-    watermark="none",
-)
+FIRST = cpu_probe("synthetic", sampler="ddim")
 
 
 def _probes() -> list[Scenario]:
