@@ -107,9 +107,13 @@ def run_process(
     receiver.close()
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)  # a sampler the worker left behind
+    return WorkerOutcome(proc.exitcode, timed_out, last_event, log_tail(log_path), expired_budget)
+
+
+def log_tail(log_path: Path) -> str:
+    """The last lines a worker wrote to its log (where its traceback is)."""
     text = log_path.read_text(encoding="utf-8", errors="replace") if log_path.exists() else ""
-    tail = "\n".join(text.splitlines()[-LOG_TAIL_LINES:])
-    return WorkerOutcome(proc.exitcode, timed_out, last_event, tail, expired_budget)
+    return "\n".join(text.splitlines()[-LOG_TAIL_LINES:])
 
 
 def run_worker(
@@ -210,9 +214,8 @@ class ProbeServer:
 
     def _ended(self, last_event: dict | None, timed_out: bool, timeout_s: float) -> dict[str, Any]:
         self.close(wait_s=0.0)
-        text = self.log_path.read_text(encoding="utf-8", errors="replace") if self.log_path.exists() else ""
-        tail = "\n".join(text.splitlines()[-LOG_TAIL_LINES:])
-        return outcome_record(None, WorkerOutcome(self._proc.exitcode, timed_out, last_event, tail), timeout_s)
+        outcome = WorkerOutcome(self._proc.exitcode, timed_out, last_event, log_tail(self.log_path))
+        return outcome_record(None, outcome, timeout_s)
 
     def close(self, wait_s: float = 10.0) -> None:
         """Ask the worker to stop; kill it (and whatever it started) if it has not within `wait_s`."""
