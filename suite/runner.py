@@ -279,7 +279,7 @@ class Runner:
         elif scenario.search:
             body = self.search(scenario, work_dir, logs, timeout)
         else:
-            body = self.worker_record(scenario, scenario, work_dir, logs, timeout)
+            body = self.worker_record(scenario, work_dir, logs, timeout)
         return {
             "schema_version": SCHEMA_VERSION,
             "run_id": self.environment["run_id"],
@@ -290,19 +290,10 @@ class Runner:
             "fingerprint": self.environment.get("fingerprint", {}),
         }
 
-    def worker_record(
-        self, scenario: Scenario, shown_as: Scenario, work_dir: Path, logs: Path, timeout: float, **job: Any
-    ) -> dict[str, Any]:
-        """One worker for `scenario`, its events reported as `shown_as`'s; the record, or why there is none."""
-        job = {
-            "scenario": scenario.to_dict(),
-            "run_dir": str(self.store.run_dir),
-            "peak_tflops": self.environment.get("peak_tflops", {}),
-            "threads": self.threads,
-            **job,
-        }
+    def worker_record(self, scenario: Scenario, work_dir: Path, logs: Path, timeout: float) -> dict[str, Any]:
+        """One worker for `scenario`: its record, or one that says why there is none."""
         result, outcome = run_worker(
-            job, work_dir, logs / f"{scenario.name}.log", timeout, lambda e: self.on_event(shown_as, e)
+            self._job(scenario), work_dir, logs / f"{scenario.name}.log", timeout, lambda e: self.on_event(scenario, e)
         )
         return outcome_record(result, outcome, timeout)
 
@@ -325,12 +316,20 @@ class Runner:
         key = capacity.configuration(p)
         if self._server is None or self._server.key != key or not self._server.alive:
             self._close_server()
-            job = {"scenario": p.to_dict(), "run_dir": str(self.store.run_dir), "threads": self.threads}
-            self._server = ProbeServer(key, job, work_dir / f"{p.name}.job.json", logs / f"{p.name}.log")
+            self._server = ProbeServer(key, self._job(p), work_dir / f"{p.name}.job.json", logs / f"{p.name}.log")
         record = self._server.probe(p, timeout, lambda e: self.on_event(search, e))
         if p.probe_isolation == "process":
             self._close_server()
         return record
+
+    def _job(self, scenario: Scenario) -> dict[str, Any]:
+        """What a worker needs besides its scenario: where the run lives, the machine's peaks, threads."""
+        return {
+            "scenario": scenario.to_dict(),
+            "run_dir": str(self.store.run_dir),
+            "peak_tflops": self.environment.get("peak_tflops", {}),
+            "threads": self.threads,
+        }
 
     def _close_server(self) -> None:
         if self._server is not None:

@@ -279,8 +279,7 @@ def run_job(job: dict[str, Any], record: dict[str, Any]) -> None:
                 "avg_power_w": sum(j for j, _ in energies) / sum(t for _, t in energies),
             }
         record["watermark"] = generation.watermark
-        if job.get("save_images", True):
-            record["images"] = save_images(generation.images, run_dir, scenario.name)
+        record["images"] = save_images(generation.images, run_dir, scenario.name)
         if scenario.compile and record["warmup_latency_s"]:
             record["compile_s"] = record["warmup_latency_s"][0] - min(record["latency_s"])
         record["quality"] = quality(generation, scenario, run_dir)
