@@ -49,7 +49,8 @@ if [ "$what" = capacity ] || [ "$what" = all ]; then
     v1-min-budget-fp16-sequential-offload v2-min-budget-fp16-none v2-min-budget-fp32-none \
     x4-min-budget-fp16-none
   bench capacity-gpu capacity
-  # the same searches with a fresh worker per probe: the values must agree with the tables'
+  # the same searches one at a time, a fresh worker per probe: the values must agree with the tables',
+  # whose searches shared one worker per configuration and ran side by side where the card allowed
   check=/tmp/isolation-check.toml
   {
     echo '[defaults]'
@@ -70,6 +71,6 @@ if [ "$what" = capacity ] || [ "$what" = all ]; then
     echo 'search_max = 24'
     echo 'memory_mode = "model-offload"'
   } >"$check"
-  bench isolation-check "$check"
+  bench isolation-check "$check" --probe-servers 1
 fi
 ls -la "$out"

@@ -14,6 +14,7 @@ DEFAULT_REPORTS = Path("reports")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from suite.runner import MAX_PROBE_SERVERS
     from suite.scenario import profiles
 
     parser.description = (
@@ -44,6 +45,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, help="override the warm-up runs of every scenario")
     parser.add_argument("--timeout", type=float, help="seconds allowed per scenario (default: each scenario's own)")
     parser.add_argument("--threads", type=int, help="torch CPU threads in the workers (default: torch's choice)")
+    parser.add_argument(
+        "--probe-servers",
+        type=int,
+        metavar="N",
+        help="capacity searches of different configurations side by side on one GPU, each in its own worker "
+        "under its own budget (default: as many as the card's free memory holds at the largest budget, up to "
+        f"{MAX_PROBE_SERVERS}, where the driver reports each process's memory; else 1)",
+    )
 
 
 def _auto_profile() -> str:
@@ -111,12 +120,17 @@ def _describe(s) -> str:
 
 
 class Console:
-    """Progress on stderr: live lines on a terminal, sparse lines in a log."""
+    """Progress on stderr: live lines on a terminal, sparse lines in a log. Where scenarios run side by
+    side (`named`), every line names its scenario and none is rewritten in place."""
 
-    def __init__(self, stream: TextIO | None = None):
+    def __init__(self, stream: TextIO | None = None, named: bool = False):
         self.stream = sys.stderr if stream is None else stream  # looked up now: sys.stderr may have been replaced
-        self.live = self.stream.isatty()
+        self.named = named
+        self.live = self.stream.isatty() and not named
         self.t0 = time.monotonic()
+
+    def _whose(self, s) -> str:
+        return f"{s.name}: " if self.named else ""
 
     def _elapsed(self) -> str:
         m, s = divmod(int(time.monotonic() - self.t0), 60)
@@ -133,7 +147,7 @@ class Console:
         if self.live:
             print(f"\r{self._elapsed()}     {text:<40}", end="", file=self.stream, flush=True)
         elif "step" not in e:
-            print(f"{self._elapsed()}     {text}", file=self.stream, flush=True)
+            print(f"{self._elapsed()}     {self._whose(s)}{text}", file=self.stream, flush=True)
 
     def done(self, s, record: dict[str, Any]) -> None:
         from suite.results import flatten
@@ -149,7 +163,7 @@ class Console:
                 detail += f", peak VRAM {vram:.0f} MiB"
         else:
             detail = record.get("error", "")
-        print(f"{self._elapsed()}     {record['status']}: {detail}", file=self.stream, flush=True)
+        print(f"{self._elapsed()}     {self._whose(s)}{record['status']}: {detail}", file=self.stream, flush=True)
 
 
 SUMMARY_COLUMNS = {  # row field -> (heading, number format or None for text)
@@ -191,6 +205,27 @@ def summary_table(rows: list[dict[str, Any]]) -> str:
             align = str.rjust if number else str.ljust
             columns.append([align(heading, width), *(align(c, width) for c in cells)])
     return "\n".join("  ".join(line).rstrip() for line in zip(*columns, strict=True))
+
+
+def _probe_servers(asked: int | None, environment: dict[str, Any], todo: list) -> int:
+    """The probe servers to run side by side: what was asked, if this card allows it, else what fits."""
+    from suite.runner import probe_servers_that_fit
+
+    if asked is not None and asked < 1:
+        raise SystemExit("sdsuite bench: --probe-servers must be 1 or more")
+    if asked == 1 or not any(s.search for s in todo):
+        return 1
+    if asked and not environment.get("gpu_process_memory"):
+        print(
+            "sdsuite bench: --probe-servers: no GPU here whose driver reports each process's memory, which "
+            "budgets side by side need; probing one configuration at a time",
+            file=sys.stderr,
+        )
+        return 1
+    servers = asked or probe_servers_that_fit(environment, todo)
+    if servers > 1:
+        print(f"sdsuite bench: capacity searches of {servers} configurations side by side", file=sys.stderr)
+    return servers
 
 
 def run(args: argparse.Namespace) -> int:
@@ -260,9 +295,11 @@ def run(args: argparse.Namespace) -> int:
         }
     env_path.write_text(json.dumps(environment, indent=1))
 
-    console = Console()
-    todo = len([s for s in scenarios if s.name not in results.ResultsStore(run_dir).done()])
-    print(f"sdsuite bench: {profile}: {todo} of {len(scenarios)} scenario(s) to run -> {run_dir}", file=sys.stderr)
+    done = results.ResultsStore(run_dir).done()
+    todo = [s for s in scenarios if s.name not in done]
+    print(f"sdsuite bench: {profile}: {len(todo)} of {len(scenarios)} scenario(s) to run -> {run_dir}", file=sys.stderr)
+    servers = _probe_servers(args.probe_servers, environment, todo)
+    console = Console(named=servers > 1)
     runner = Runner(
         run_dir,
         environment,
@@ -271,6 +308,7 @@ def run(args: argparse.Namespace) -> int:
         on_done=console.done,
         timeout_s=args.timeout,
         threads=args.threads,
+        probe_servers=servers,
     )
     runner.run(scenarios)
     wanted = {s.name for s in scenarios}

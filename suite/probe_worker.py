@@ -46,6 +46,7 @@ class ProbeSession:
         if job.get("threads"):
             torch.set_num_threads(int(job["threads"]))
         self.cuda = self.device.type == "cuda"
+        self.shared = bool(job.get("side_by_side"))  # other probe servers share the card
         self.handle = self.before = None
         if self.cuda:
             self.handle = nvml.handle(uuid=nvml.torch_device_uuid(self.device.index or 0))
@@ -89,7 +90,7 @@ class ProbeSession:
         record: dict[str, Any] = {"latency_s": []}
         try:
             if self.cuda:
-                record["budget"] = cap_allocator(self.device, s.vram_budget_gib, self.handle, self.before)
+                record["budget"] = cap_allocator(self.device, s.vram_budget_gib, self.handle, self.before, self.shared)
                 torch.cuda.reset_peak_memory_stats(self.device)
             record["latency_s"].append(self._generate(s).latency_s)
             if self.cuda:

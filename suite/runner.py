@@ -6,7 +6,10 @@ the worker (a record, a crash, a hang) into exactly one record, and appends it t
 store before starting the next. Workers die with the runner (worker.die_with_runner), so a
 `kill -9` of the runner leaves no orphan holding the GPU, and `--resume` continues the run. A
 capacity search is one scenario whose probes are answered by a `ProbeServer`: one worker per
-configuration that loads it once (suite.probe_worker says how each probe stays isolated).
+configuration that loads it once (suite.probe_worker says how each probe stays isolated). Where
+the card has room for several, the searches of different configurations run side by side, each
+configuration's in its own thread and probe server (`probe_servers_that_fit`); every other
+scenario runs alone, so nothing that is timed ever shares the machine.
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ import json
 import multiprocessing
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from functools import cache
 from multiprocessing.connection import wait
@@ -29,6 +34,11 @@ from suite.results import SCHEMA_VERSION, ResultsStore
 from suite.scenario import Scenario
 
 LOG_TAIL_LINES = 15
+MAX_PROBE_SERVERS = 4
+# room each probe server needs beside its largest budget: a probe rerun without the cap, the context
+PROBE_SERVER_MARGIN_GIB = 2.0
+# CPU cores per probe server: each runs Python, launches kernels and moves offloaded weights
+CORES_PER_PROBE_SERVER = 4
 
 
 @cache
@@ -228,6 +238,62 @@ class ProbeServer:
         self._proc.join()
 
 
+class ServerSlot:
+    """Where one thread of searches keeps its probe server: the one of the configuration probed last."""
+
+    def __init__(self) -> None:
+        self.server: ProbeServer | None = None
+
+    def server_for(self, key: str, start: Callable[[], ProbeServer]) -> ProbeServer:
+        if self.server is None or self.server.key != key or not self.server.alive:
+            self.close()
+            self.server = start()
+        return self.server
+
+    def close(self, wait_s: float = 10.0) -> None:
+        if self.server is not None:
+            self.server.close(wait_s)
+            self.server = None
+
+
+def probe_servers_that_fit(environment: dict[str, Any], scenarios: list[Scenario]) -> int:
+    """How many probe servers may share the card: as many as their largest budgets fit in its free memory
+    (a capped allocator never takes more) and the cores can drive, up to MAX_PROBE_SERVERS. One where the
+    driver does not report each process's own memory: what lies outside a worker's allocator could then
+    not be told apart from its neighbours' (worker.outside_allocator), nor beside an unbudgeted search."""
+    searches = [s for s in scenarios if s.search]
+    free = environment.get("gpu_free_gib") or 0.0
+    if not searches or not environment.get("gpu_process_memory") or not free:
+        return 1
+    tops = [(s.search_max or free) if s.search == "min-budget" else s.vram_budget_gib for s in searches]
+    if not all(tops):
+        return 1
+    cores = (environment.get("fingerprint") or {}).get("cpu_cores") or 1
+    fit = int(0.9 * free // (max(tops) + PROBE_SERVER_MARGIN_GIB))
+    return max(1, min(MAX_PROBE_SERVERS, cores // CORES_PER_PROBE_SERVER, fit))
+
+
+def stretches(todo: list[Scenario], side_by_side: bool) -> list[list[list[Scenario]]]:
+    """The run in stretches of groups, each group run in turn by one thread and the groups of a stretch
+    side by side: the consecutive searches, one group per configuration, when `side_by_side`; every
+    other scenario alone. Without `side_by_side`, one group of everything."""
+    if not side_by_side:
+        return [[todo]] if todo else []
+    out: list[list[list[Scenario]]] = []
+    for s in todo:
+        if not s.search:
+            out.append([[s]])
+            continue
+        if not out or not out[-1][0][0].search:
+            out.append([])
+        groups = {search_configuration(g[0]): g for g in out[-1]}
+        if search_configuration(s) in groups:
+            groups[search_configuration(s)].append(s)
+        else:
+            out[-1].append([s])
+    return out
+
+
 class Runner:
     def __init__(
         self,
@@ -238,17 +304,24 @@ class Runner:
         on_done: Callable[[Scenario, dict], None] = lambda s, r: None,
         timeout_s: float | None = None,
         threads: int | None = None,
+        probe_servers: int = 1,
     ):
         self.store = ResultsStore(run_dir)
         self.environment = environment
         self.on_start, self.on_event, self.on_done = on_start, on_event, on_done
         self.timeout_s = timeout_s
         self.threads = threads
+        self.probe_servers = probe_servers
         self.ledger = capacity.Ledger()
-        self._server: ProbeServer | None = None
+        # the threads of searches side by side share the store and the callbacks, one at a time
+        self._lock = threading.RLock()
+        self._stopping = threading.Event()
+        self._slots: set[ServerSlot] = set()
+        self._started = 0
+        self._total = 0
 
     def run(self, scenarios: list[Scenario]) -> list[dict[str, Any]]:
-        """Run what is not done yet; returns the CSV rows of this invocation, in order."""
+        """Run what is not done yet; returns the CSV rows of this invocation, in the order they finished."""
         self.store.open()
         work_dir = self.store.run_dir / "work"
         logs = self.store.run_dir / "logs"
@@ -259,25 +332,67 @@ class Runner:
         for record in earlier:
             self.ledger.learn(record)
         todo = run_order([s for s in scenarios if s.name not in done])
-        rows = []
-        try:
-            for index, scenario in enumerate(todo, 1):
-                self.on_start(index, len(todo), scenario)
-                record = self.run_one(scenario, work_dir, logs)
-                rows.append(self.store.append(record))
-                self.on_done(scenario, record)
-        finally:
-            self._close_server()
+        self._started, self._total = 0, len(todo)
+        self._stopping.clear()
+        rows: list[dict[str, Any]] = []
+        for stretch in stretches(todo, self.probe_servers > 1):
+            if len(stretch) == 1:
+                self._run_in_turn(stretch[0], work_dir, logs, rows)
+            else:
+                self._run_side_by_side(stretch, work_dir, logs, rows)
         return rows
 
-    def run_one(self, scenario: Scenario, work_dir: Path, logs: Path) -> dict[str, Any]:
+    def _run_in_turn(self, group: list[Scenario], work_dir: Path, logs: Path, rows: list[dict[str, Any]]) -> None:
+        """One scenario after another, the searches' probes from one slot's server."""
+        slot = ServerSlot()
+        with self._lock:
+            self._slots.add(slot)
+        try:
+            for scenario in group:
+                if self._stopping.is_set():
+                    return
+                with self._lock:
+                    self._started += 1
+                    self.on_start(self._started, self._total, scenario)
+                record = self.run_one(scenario, work_dir, logs, slot)
+                with self._lock:
+                    if self._stopping.is_set():  # cut short by the stop: --resume runs it again
+                        return
+                    rows.append(self.store.append(record))
+                    self.on_done(scenario, record)
+        finally:
+            with self._lock:
+                self._slots.discard(slot)
+            slot.close()
+
+    def _run_side_by_side(
+        self, groups: list[list[Scenario]], work_dir: Path, logs: Path, rows: list[dict[str, Any]]
+    ) -> None:
+        """Each group in its own thread, up to `probe_servers` at once. On an interrupt every server is
+        killed and what was in flight is dropped, not recorded as failed."""
+        pool = ThreadPoolExecutor(max_workers=self.probe_servers, thread_name_prefix="searches")
+        futures = [pool.submit(self._run_in_turn, group, work_dir, logs, rows) for group in groups]
+        try:
+            for future in as_completed(futures):
+                future.result()
+        except BaseException:
+            self._stopping.set()
+            with self._lock:
+                slots = list(self._slots)
+            for slot in slots:
+                slot.close(wait_s=0.0)
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def run_one(self, scenario: Scenario, work_dir: Path, logs: Path, slot: ServerSlot) -> dict[str, Any]:
         started = time.time()
         timeout = self.timeout_s or scenario.timeout_s
         skip = skip_reason(scenario)
         if skip:
             body: dict[str, Any] = {"status": "skipped", "error": skip}
         elif scenario.search:
-            body = self.search(scenario, work_dir, logs, timeout)
+            body = self.search(scenario, work_dir, logs, timeout, slot)
         else:
             body = self.worker_record(scenario, work_dir, logs, timeout)
         return {
@@ -293,34 +408,48 @@ class Runner:
     def worker_record(self, scenario: Scenario, work_dir: Path, logs: Path, timeout: float) -> dict[str, Any]:
         """One worker for `scenario`: its record, or one that says why there is none."""
         result, outcome = run_worker(
-            self._job(scenario), work_dir, logs / f"{scenario.name}.log", timeout, lambda e: self.on_event(scenario, e)
+            self._job(scenario), work_dir, logs / f"{scenario.name}.log", timeout, lambda e: self._event(scenario, e)
         )
         return outcome_record(result, outcome, timeout)
 
-    def search(self, scenario: Scenario, work_dir: Path, logs: Path, timeout: float) -> dict[str, Any]:
+    def search(
+        self, scenario: Scenario, work_dir: Path, logs: Path, timeout: float, slot: ServerSlot
+    ) -> dict[str, Any]:
         """A capacity search, its probes answered by the probe server of their configuration."""
 
         def probe(p: Scenario) -> dict[str, Any]:
+            if self._stopping.is_set():  # no fresh server once the run is stopping: the search ends here
+                return {"status": "error", "error": "the run was stopped"}
             label = p.name.rsplit(".probe-", 1)[1]
-            self.on_event(scenario, {"phase": f"probe {label}"})
-            record = self.probe_record(p, scenario, work_dir, logs, timeout)
+            self._event(scenario, {"phase": f"probe {label}"})
+            record = self.probe_record(p, scenario, work_dir, logs, timeout, slot)
             verdict = {"ok": "fits", "oom": "out of memory"}.get(record["status"], record["status"])
-            self.on_event(scenario, {"phase": f"probe {label}: {verdict}"})
+            self._event(scenario, {"phase": f"probe {label}: {verdict}"})
             return record
 
         device_gib = self.environment.get("fingerprint", {}).get("gpu_vram_gib") or None
-        return capacity.search(scenario, probe, device_gib, self.ledger)
+        body = capacity.search(scenario, probe, device_gib, self.ledger)
+        if "capacity" in body:
+            body["capacity"]["probe_servers"] = self.probe_servers
+        return body
 
-    def probe_record(self, p: Scenario, search: Scenario, work_dir: Path, logs: Path, timeout: float) -> dict[str, Any]:
-        """One probe, from the running server of its configuration or a fresh one."""
+    def probe_record(
+        self, p: Scenario, search: Scenario, work_dir: Path, logs: Path, timeout: float, slot: ServerSlot
+    ) -> dict[str, Any]:
+        """One probe, from the slot's server if it serves this configuration, else from a fresh one."""
         key = capacity.configuration(p)
-        if self._server is None or self._server.key != key or not self._server.alive:
-            self._close_server()
-            self._server = ProbeServer(key, self._job(p), work_dir / f"{p.name}.job.json", logs / f"{p.name}.log")
-        record = self._server.probe(p, timeout, lambda e: self.on_event(search, e))
+        job = {**self._job(p), "side_by_side": self.probe_servers > 1}
+        server = slot.server_for(
+            key, lambda: ProbeServer(key, job, work_dir / f"{p.name}.job.json", logs / f"{p.name}.log")
+        )
+        record = server.probe(p, timeout, lambda e: self._event(search, e))
         if p.probe_isolation == "process":
-            self._close_server()
+            slot.close()
         return record
+
+    def _event(self, scenario: Scenario, event: dict[str, Any]) -> None:
+        with self._lock:
+            self.on_event(scenario, event)
 
     def _job(self, scenario: Scenario) -> dict[str, Any]:
         """What a worker needs besides its scenario: where the run lives, the machine's peaks, threads."""
@@ -331,11 +460,6 @@ class Runner:
             "threads": self.threads,
         }
 
-    def _close_server(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-
 
 def run_order(scenarios: list[Scenario]) -> list[Scenario]:
     """The run's order: the capacity searches of one configuration one after another, where the first
@@ -343,9 +467,14 @@ def run_order(scenarios: list[Scenario]) -> list[Scenario]:
     first: dict[str, int] = {}
     keyed = []
     for index, s in enumerate(scenarios):
-        key = capacity.configuration(capacity.probe_scenario(s, 1)) if s.search else f"#{index}"
+        key = search_configuration(s) if s.search else f"#{index}"
         keyed.append((first.setdefault(key, index), index, s))
     return [s for *_, s in sorted(keyed, key=lambda k: k[:2])]
+
+
+def search_configuration(s: Scenario) -> str:
+    """The configuration a search probes (one probe server serves every search of it)."""
+    return capacity.configuration(capacity.probe_scenario(s, 1))
 
 
 def skip_reason(scenario: Scenario) -> str | None:

@@ -117,12 +117,13 @@ def classify(exc: BaseException) -> tuple[str, str]:
     return "error", message
 
 
-def outside_allocator(device, h: Any, before: int | None) -> tuple[int, str]:
+def outside_allocator(device, h: Any, before: int | None, shared: bool = False) -> tuple[int, str]:
     """Device memory this process holds that torch's allocator does not see: the CUDA context, and
     the kernels and library handles (cuBLAS, cuDNN) loaded into it so far.
 
     The driver's per-process figure is preferred; where a container hides it, the growth of the
-    device's used memory since `before` (read before this process touched CUDA) is used instead.
+    device's used memory since `before` (read before this process touched CUDA) is used instead,
+    which only a process alone on the card can do: a `shared` card's growth is its neighbours' too.
     """
     import torch
 
@@ -132,6 +133,11 @@ def outside_allocator(device, h: Any, before: int | None) -> tuple[int, str]:
     mine = nvml.process_used_bytes(h, os.getpid()) if h is not None else None
     if mine is not None:
         return max(0, mine - reserved), "nvml-process"
+    if shared:
+        raise RuntimeError(
+            "the driver does not report this process's own memory, and beside other workers on the card "
+            "nothing else tells it: probe one configuration at a time (--probe-servers 1)"
+        )
     used = nvml.used_bytes(h) if h is not None else None
     if used is not None and before is not None and used - before - reserved > 64 * MIB:
         return used - before - reserved, "nvml-device-delta"
@@ -150,13 +156,13 @@ def open_cuda_context(device, h: Any) -> int | None:
     return before
 
 
-def cap_allocator(device, gib: float, h: Any, before: int | None) -> dict[str, Any]:
+def cap_allocator(device, gib: float, h: Any, before: int | None, shared: bool = False) -> dict[str, Any]:
     """Cap this process's CUDA allocator so that the whole process fits a card of `gib` GiB: the
     allocator may use the budget less what lies outside it, as on a real card of that size. What the
     allocator holds already must fit too: a real card would have refused it before now."""
     import torch
 
-    outside, method = outside_allocator(device, h, before)
+    outside, method = outside_allocator(device, h, before, shared)
     total = torch.cuda.get_device_properties(device).total_memory
     allowed = gib * 2**30 - outside
     if torch.cuda.memory_reserved(device) > allowed:
@@ -367,9 +373,24 @@ def probe(out: Path) -> None:
         peaks["fp16"] = measure_matmul_tflops(device, torch.float16)
         peaks["bf16"] = measure_matmul_tflops(device, torch.bfloat16)
         data["datasheet_tflops_fp16"] = datasheet_tflops(data["fingerprint"]["gpu"])
+        data.update(card_memory(device))
     data["peak_tflops"] = peaks
     data["peak_device"] = str(device)
     out.write_text(json.dumps(data, indent=1))
+
+
+def card_memory(device) -> dict[str, Any]:
+    """The card's free memory, and whether the driver reports this process's own share of it: what
+    decides how many capacity probe servers can share the card (runner.probe_servers_that_fit)."""
+    import torch
+
+    from suite.measure import nvml
+
+    h = nvml.handle(uuid=nvml.torch_device_uuid(device.index or 0))
+    torch.cuda.empty_cache()
+    free, _ = torch.cuda.mem_get_info(device)
+    mine = nvml.process_used_bytes(h, os.getpid()) if h is not None else None
+    return {"gpu_free_gib": free / 2**30, "gpu_process_memory": mine is not None}
 
 
 def child_probe(out: str, channel, log_path: str, runner_pid: int) -> None:

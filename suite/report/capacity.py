@@ -196,11 +196,19 @@ def section(runs: Sequence[Run]) -> str:
 
 
 def _probe_tally(runs: Sequence[Run]) -> str:
-    """What the searches cost: probes run, outcomes implied, workers replaced after debris."""
-    entries = [p for run in runs for r in run.records for p in (r.get("capacity") or {}).get("probes") or []]
+    """What the searches cost: probes run, outcomes implied, workers replaced after debris, side by side."""
+    searches = [r.get("capacity") or {} for run in runs for r in run.records]
+    entries = [p for c in searches for p in c.get("probes") or []]
     implied = sum("implied_by" in p for p in entries)
     replaced = sum(bool(p.get("leftover_mib")) for p in entries)
+    servers = max((c.get("probe_servers") or 1 for c in searches), default=1)
+    side_by_side = (
+        f" Searches of up to {servers} configurations ran side by side, each worker under its own budget: "
+        "a probe's time there is not a benchmark."
+        if servers > 1
+        else ""
+    )
     return (
         f'<p class="note">{len(entries) - implied} probes run, {implied} outcomes implied by earlier probes, '
-        f"{replaced} worker(s) replaced after a probe left memory allocated.</p>"
+        f"{replaced} worker(s) replaced after a probe left memory allocated.{side_by_side}</p>"
     )
