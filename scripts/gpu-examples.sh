@@ -6,7 +6,8 @@
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux_2_28_x86_64 -d .whl diffusers==0.42.1 invisible-watermark==0.2.0 \
 #     PyWavelets==1.9.0 pyspng==0.1.4 importlib_metadata==8.7.0
-# Usage: scripts/gpu-examples.sh OUT_DIR [fast|capacity|all] [SECONDS]
+# Usage: [SDSUITE_GIT_SHA=<commit>] scripts/gpu-examples.sh OUT_DIR [fast|capacity|all] [SECONDS]
+# (SDSUITE_GIT_SHA: the commit the results name, where the tree came without its .git)
 # Whatever is still running SECONDS (default 540) after the start is stopped; every scenario finished
 # by then is kept (results are written as they are produced). Each run directory is packed into
 # OUT_DIR/<name>.tar.gz, its report beside it; run again with those files in OUT_DIR, and each bench

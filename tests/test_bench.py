@@ -105,6 +105,18 @@ def test_run_directory_holds_images_environment_and_full_records(smoke_run):
     assert "results:" in stdout and "v1-txt2img" in stdout
 
 
+def test_a_copy_of_the_tree_without_its_git_names_its_commit_from_the_environment(tmp_path, monkeypatch):
+    from suite.measure import fingerprint
+
+    assert fingerprint.git_sha()  # this checkout
+    monkeypatch.setattr(fingerprint, "_REPO", tmp_path)  # a copy without .git, as a lent GPU machine gets
+    monkeypatch.delenv("SDSUITE_GIT_SHA", raising=False)
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
+    assert fingerprint.git_sha() == ""
+    monkeypatch.setenv("SDSUITE_GIT_SHA", "a934535")
+    assert fingerprint.git_sha() == "a934535"
+
+
 def test_a_run_directory_with_results_is_not_overwritten(smoke_run, capsys):
     assert main(["bench", "smoke", "--out", str(smoke_run)]) == 2
     assert "--resume" in capsys.readouterr().err
