@@ -25,7 +25,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from suite.worker import MIB, cap_allocator, emit, failure, isolate, open_cuda_context
+from suite.worker import MIB, BudgetNotMeasurable, cap_allocator, emit, failure, isolate, open_cuda_context
 
 # the warm-up's image: small enough to cost nothing, large enough to load the kernels the probes use
 WARMUP_SIZE = 64
@@ -88,9 +88,15 @@ class ProbeSession:
         import torch
 
         record: dict[str, Any] = {"latency_s": []}
+        if self.cuda:
+            try:
+                record["budget"] = cap_allocator(self.device, s.vram_budget_gib, self.handle, self.before, self.shared)
+            except BudgetNotMeasurable as exc:  # no probe ran: nothing to blame on the budget
+                return {**record, "status": "error", "error": str(exc)}
+            except torch.cuda.OutOfMemoryError as exc:  # what the process holds already exceeds the budget
+                return {**record, **failure(exc)}
         try:
             if self.cuda:
-                record["budget"] = cap_allocator(self.device, s.vram_budget_gib, self.handle, self.before, self.shared)
                 torch.cuda.reset_peak_memory_stats(self.device)
             record["latency_s"].append(self._generate(s).latency_s)
             if self.cuda:

@@ -117,6 +117,10 @@ def classify(exc: BaseException) -> tuple[str, str]:
     return "error", message
 
 
+class BudgetNotMeasurable(RuntimeError):
+    """What this process holds outside torch's allocator cannot be told, so no budget can be emulated."""
+
+
 def outside_allocator(device, h: Any, before: int | None, shared: bool = False) -> tuple[int, str]:
     """Device memory this process holds that torch's allocator does not see: the CUDA context, and
     the kernels and library handles (cuBLAS, cuDNN) loaded into it so far.
@@ -134,7 +138,7 @@ def outside_allocator(device, h: Any, before: int | None, shared: bool = False) 
     if mine is not None:
         return max(0, mine - reserved), "nvml-process"
     if shared:
-        raise RuntimeError(
+        raise BudgetNotMeasurable(
             "the driver does not report this process's own memory, and beside other workers on the card "
             "nothing else tells it: probe one configuration at a time (--probe-servers 1)"
         )

@@ -521,6 +521,25 @@ def test_a_failure_that_only_the_budget_causes_counts_as_out_of_memory(
     assert ("under the 8 GiB budget only" in record["error"]) == (runs == 2 and status == "oom")
 
 
+def test_a_budget_that_cannot_be_measured_runs_no_probe_and_is_blamed_on_nothing(monkeypatch):
+    """Beside other probe servers without per-process figures: an error that says why, never an OOM."""
+    from suite import probe_worker
+    from suite.worker import BudgetNotMeasurable
+
+    s = Scenario(name="p", model="sd-v1", weights="tiny", device="cpu", width=64, height=64, steps=2, watermark="none")
+    session = probe_worker.ProbeSession({"scenario": s.to_dict()})
+    session.cuda = True
+
+    def unmeasurable(*args):
+        raise BudgetNotMeasurable("the driver does not report this process's own memory")
+
+    monkeypatch.setattr(probe_worker, "cap_allocator", unmeasurable)
+    calls = []
+    monkeypatch.setattr(session, "_generate", calls.append)
+    record = session.probe(replace(s, vram_budget_gib=8.0))
+    assert record["status"] == "error" and "own memory" in record["error"] and calls == []
+
+
 MIB = 2**20
 
 
