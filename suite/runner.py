@@ -15,6 +15,7 @@ scenario runs alone, so nothing that is timed ever shares the machine.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import multiprocessing
 import os
@@ -274,23 +275,17 @@ def probe_servers_that_fit(environment: dict[str, Any], scenarios: list[Scenario
 
 
 def stretches(todo: list[Scenario], side_by_side: bool) -> list[list[list[Scenario]]]:
-    """The run in stretches of groups, each group run in turn by one thread and the groups of a stretch
-    side by side: the consecutive searches, one group per configuration, when `side_by_side`; every
-    other scenario alone. Without `side_by_side`, one group of everything."""
+    """The run (in `run_order`) in stretches of groups, each group run in turn by one thread and the
+    groups of a stretch side by side: the consecutive searches, one group per configuration, when
+    `side_by_side`; every other scenario alone. Without `side_by_side`, one group of everything."""
     if not side_by_side:
         return [[todo]] if todo else []
     out: list[list[list[Scenario]]] = []
-    for s in todo:
-        if not s.search:
-            out.append([[s]])
-            continue
-        if not out or not out[-1][0][0].search:
-            out.append([])
-        groups = {search_configuration(g[0]): g for g in out[-1]}
-        if search_configuration(s) in groups:
-            groups[search_configuration(s)].append(s)
+    for searching, run in itertools.groupby(todo, key=lambda s: bool(s.search)):
+        if searching:
+            out.append([list(group) for _, group in itertools.groupby(run, key=search_configuration)])
         else:
-            out[-1].append([s])
+            out.extend([[s]] for s in run)
     return out
 
 
@@ -438,9 +433,14 @@ class Runner:
     ) -> dict[str, Any]:
         """One probe, from the slot's server if it serves this configuration, else from a fresh one."""
         key = capacity.configuration(p)
-        job = {**self._job(p), "side_by_side": self.probe_servers > 1}
         server = slot.server_for(
-            key, lambda: ProbeServer(key, job, work_dir / f"{p.name}.job.json", logs / f"{p.name}.log")
+            key,
+            lambda: ProbeServer(
+                key,
+                {**self._job(p), "side_by_side": self.probe_servers > 1},
+                work_dir / f"{p.name}.job.json",
+                logs / f"{p.name}.log",
+            ),
         )
         record = server.probe(p, timeout, lambda e: self._event(search, e))
         if p.probe_isolation == "process":
