@@ -213,10 +213,10 @@ def _mark(evidence: Evidence) -> dict[str, Any]:
     }
 
 
-def audit_file(path: str, options: AuditOptions) -> dict[str, Any]:
-    """One file's record (DESIGN.md); never raises for a bad file."""
-    record: dict[str, Any] = {
-        "path": path,
+def new_record(**names: Any) -> dict[str, Any]:
+    """An `error` record naming where the bytes came from (`path`, or a shard's `shard` and `key`)."""
+    return {
+        **names,
         "status": "error",
         "error": None,
         "error_kind": None,
@@ -225,8 +225,26 @@ def audit_file(path: str, options: AuditOptions) -> dict[str, Any]:
         "watermarks": [],
         "metadata": {},
     }
+
+
+def audit_file(path: str, options: AuditOptions) -> dict[str, Any]:
+    """One file's record (DESIGN.md); never raises for a bad file."""
+    record = new_record(path=path)
     try:
         data = _read(path)
+    except AuditError as exc:
+        record["error"], record["error_kind"] = str(exc), exc.kind
+        return record
+    return audit_bytes(data, options, record)
+
+
+def audit_bytes(data: bytes, options: AuditOptions, record: dict[str, Any]) -> dict[str, Any]:
+    """Fill `record` (from new_record) with what one image's bytes show; never raises for bad bytes.
+
+    What it decides depends on the bytes alone, not on where they came from."""
+    try:
+        if not data:
+            raise AuditError("empty", "zero-byte file")
         image = _open(data, options.max_pixels)
         record["width"], record["height"] = image.width, image.height
         try:
