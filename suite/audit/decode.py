@@ -51,8 +51,8 @@ class Blocks:
     """
 
     orders: tuple[ChannelOrder, ...]
-    u: np.ndarray  # (orders, rows * 8, cols * 8) uint8: the U channel each encoder marked
-    sums: np.ndarray  # (orders, rows * 4, cols * 4) uint16: LL coefficients times 2, exactly
+    u: np.ndarray  # (orders, rows * 8, cols * 8): the U channel each encoder marked (uint8, or float32 when rebuilt)
+    sums: np.ndarray  # (orders, rows * 4, cols * 4): LL coefficients times 2 (uint16, exact; float32 from float planes)
     grid: tuple[int, int]  # blocks per column, blocks per row
 
     @cached_property
@@ -67,9 +67,16 @@ class Blocks:
         """(orders, blocks): twice the smallest non-first coefficient."""
         return _reduce(self.sums, np.minimum)
 
+    @property
+    def exact(self) -> bool:
+        """Whether these are the reference decoder's integer pixels (votes bit-identical to its)."""
+        return self.sums.dtype == np.uint16
+
     def votes(self, order: int) -> np.ndarray:
         """(blocks,): the reference's scores in the `order`-th channel order, bit-identical:
         1 where `peak % 36 > 18`."""
+        if not self.exact:
+            return np.remainder(self.peak_sums[order] / 2, SCALE) > SCALE / 2
         phase = self.peak_sums[order] % np.uint16(2 * SCALE)  # the value's position in its step, doubled
         result = phase > SCALE
         boundary = np.flatnonzero(phase % np.uint16(SCALE) == 0)  # on a multiple of 18
@@ -131,10 +138,12 @@ def u_planes(rgb: np.ndarray, orders: tuple[ChannelOrder, ...] = ORDERS) -> np.n
 
 def blocks_of(u: np.ndarray, orders: tuple[ChannelOrder, ...]) -> Blocks:
     """The LL band of U planes' whole 8x8 blocks, counted from the planes' top-left pixel (the
-    crop search passes views that start anywhere in an image)."""
+    crop search passes views that start anywhere in an image). uint8 planes give exact integer
+    sums; float planes (rebuilt from a file's stored chroma, readers.py) float32 ones."""
     rows, cols = block_grid(u.shape[1], u.shape[2])
     u = u[:, : rows * 8, : cols * 8]
-    pairs = np.add(u[:, 0::2], u[:, 1::2], dtype=np.uint16)  # vertical pairs, then horizontal ones
+    wide = np.uint16 if u.dtype == np.uint8 else np.float32
+    pairs = np.add(u[:, 0::2], u[:, 1::2], dtype=wide)  # vertical pairs, then horizontal ones
     return Blocks(tuple(orders), u, pairs[..., 0::2] + pairs[..., 1::2], (rows, cols))
 
 

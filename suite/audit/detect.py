@@ -76,13 +76,14 @@ class Readings:
     @classmethod
     def of(cls, blocks: Blocks, float_path: bool) -> Readings:
         peak = blocks.peak_sums
+        soft = _SOFT.__getitem__ if blocks.exact else lambda sums: soft_votes(sums / np.float32(2))
         if not float_path:
-            return cls(blocks, ("uint8",), _SOFT[peak[None]])
+            return cls(blocks, ("uint8",), soft(peak[None]))
         # twice the distance from 255 of the coefficient farthest from it: max(peak - 510, 510 - trough),
         # written so that no uint16 goes negative (sums are at most 1020)
-        offset = np.uint16(2 * FLOAT_OFFSET)
+        offset = peak.dtype.type(2 * FLOAT_OFFSET)
         distance = np.maximum(peak, 2 * offset - blocks.trough_sums) - offset
-        return cls(blocks, ("uint8", "float"), _SOFT[np.stack([peak, distance])])
+        return cls(blocks, ("uint8", "float"), soft(np.stack([peak, distance])))
 
 
 @dataclass(frozen=True)
