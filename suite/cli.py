@@ -13,6 +13,7 @@ import os
 import sys
 
 from suite import __version__
+from suite.errors import EXIT_CODES_TEXT, EXIT_INTERRUPTED, EXIT_USAGE, UsageError
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -35,9 +36,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         description="Benchmark Stable Diffusion pipelines and audit images for SD invisible watermarks.",
     )
     parser.add_argument("--version", action="version", version=f"sdsuite {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of any failure")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text, epilog=EXIT_CODES_TEXT)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         if name == command:
             importlib.import_module(module).add_arguments(p)
     return parser
@@ -56,9 +59,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser(command).parse_args(argv)
     try:
         return importlib.import_module(COMMANDS[command][0]).run(args)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
     except BrokenPipeError:  # `sdsuite ... | head`: the reader has all it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except (UsageError, KeyboardInterrupt, OSError) as exc:
+        if args.debug or (isinstance(exc, OSError) and exc.filename is None):
+            raise  # an OSError that names no file is no user's input: a bug until shown otherwise
+        if isinstance(exc, KeyboardInterrupt):
+            print(f"sdsuite {command}: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        text = f"{exc.filename}: {exc.strerror or exc}" if isinstance(exc, OSError) else str(exc)
+        print(f"sdsuite {command}: {text}", file=sys.stderr)
+        return EXIT_USAGE

@@ -11,15 +11,18 @@ Whether a watermark was found is in the records and the summary, not in the exit
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
 from typing import Any, TextIO
 
+from suite.safe_files import refuse_overwriting, replaced_on_success, written_in_place
 from suite.watermark import SCHEMES, Scheme, scheme_from_bits, scheme_from_bytes
 
 EXIT_OK, EXIT_FILE_ERRORS, EXIT_USAGE = 0, 1, 2
 PROGRESS_MIN_FILES = 20  # below this a progress bar only flickers
+STREAMED_FORMATS = ("jsonl", "csv")  # one complete line per record, flushed as it comes
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -143,6 +146,16 @@ def summary_text(summary: dict[str, Any], seconds: float) -> str:
     )
 
 
+def _records_output(output: str | None, kind: str) -> contextlib.AbstractContextManager[TextIO]:
+    """Where the records go: stdout; a JSONL or CSV file written line by line (a killed scan keeps
+    every finished record); a JSON array or table written whole under a temporary name."""
+    if output is None:
+        return contextlib.nullcontext(sys.stdout)
+    if kind in STREAMED_FORMATS:
+        return written_in_place(output)
+    return replaced_on_success(output, newline="")
+
+
 def run(args: argparse.Namespace) -> int:
     from suite.audit.output import make_writer
     from suite.audit.scan import AuditOptions, Summary, expand, scan
@@ -154,25 +167,21 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     options = AuditOptions(tuple(schemes), args.alpha, args.max_pixels, not args.no_metadata, args.search)
     paths = list(expand(args.paths, args.all_files))
-    try:
-        out = open(args.output, "w", encoding="utf-8", newline="") if args.output else sys.stdout  # noqa: SIM115
-    except OSError as exc:
-        print(f"sdsuite audit: cannot write {args.output}: {exc.strerror}", file=sys.stderr)
-        return EXIT_USAGE
+    if args.output:
+        refuse_overwriting(args.output, paths)
     progress = Progress(len(paths), sys.stderr) if sys.stderr.isatty() and len(paths) >= PROGRESS_MIN_FILES else None
-    writer = make_writer(args.format, out, [s.name for s in schemes])
     summary, start = Summary(), time.monotonic()
-    try:
-        for record in scan(paths, options, min(args.workers, max(1, len(paths)))):
-            summary.add(record)
-            writer.write(record)
+    with _records_output(args.output, args.format) as out:
+        writer = make_writer(args.format, out, [s.name for s in schemes])
+        try:
+            for record in scan(paths, options, min(args.workers, max(1, len(paths)))):
+                summary.add(record)
+                writer.write(record)
+                if progress:
+                    progress.step()
+        finally:
+            writer.close()
             if progress:
-                progress.step()
-    finally:
-        writer.close()
-        if progress:
-            progress.close()
-        if out is not sys.stdout:
-            out.close()
+                progress.close()
     print(summary_text(summary.as_dict(), time.monotonic() - start), file=sys.stderr)
     return EXIT_FILE_ERRORS if summary.errors else EXIT_OK
