@@ -76,40 +76,47 @@ def search_text(search: dict[str, Any] | None) -> str | None:
     return "resize from {}x{}".format(*search["original_size"])
 
 
+def flat_columns(schemes: list[str]) -> list[str]:
+    """The columns of a flat record (CSV rows, a shard's Parquet rows): the verdict per scheme and
+    the main provenance fields."""
+    columns = ["path", "status", "error_kind", "error", "width", "height"]
+    columns += [f"{scheme}_{field}" for scheme in schemes for field in (*PER_SCHEME, "search")]
+    columns += ["ai_claims", "software", "digital_source_type", "c2pa_claim_generator", "c2pa_validation"]
+    return columns
+
+
+def flat_values(record: dict[str, Any]) -> dict[str, Any]:
+    """One record as flat_columns' values (a scheme not tested is absent)."""
+    meta = record.get("metadata") or {}
+    values: dict[str, Any] = {key: record.get(key) for key in ("path", "status", "error_kind", "error")}
+    values.update(width=record.get("width"), height=record.get("height"))
+    for mark in record.get("watermarks", []):
+        for field in PER_SCHEME:
+            values[f"{mark['scheme']}_{field}"] = mark[field]
+        values[f"{mark['scheme']}_search"] = search_text(mark.get("search"))
+    software = (meta.get("exif") or {}).get("Software") or (meta.get("text") or {}).get("Software")
+    values.update(
+        ai_claims=" ".join(meta.get("ai_claims", [])),
+        software=software,
+        digital_source_type=(meta.get("xmp") or {}).get("digital_source_type"),
+        c2pa_claim_generator=(meta.get("c2pa") or {}).get("claim_generator"),
+        c2pa_validation=(meta.get("c2pa") or {}).get("validation_state"),
+    )
+    return values
+
+
 class CsvWriter:
-    """One flat row per file: the verdict per scheme and the main provenance fields."""
+    """One flat row per file (flat_columns), cells a spreadsheet would run neutralised."""
 
     def __init__(self, stream: TextIO, schemes: list[str]):
         self.stream = stream
         self.schemes = schemes
-        self.columns = ["path", "status", "error_kind", "error", "width", "height"]
-        self.columns += [f"{scheme}_{field}" for scheme in schemes for field in (*PER_SCHEME, "search")]
-        self.columns += [
-            "ai_claims",
-            "software",
-            "digital_source_type",
-            "c2pa_claim_generator",
-            "c2pa_validation",
-        ]
+        self.columns = flat_columns(schemes)
         self.writer = csv.writer(stream)
         self.writer.writerow(self.columns)
 
     def row(self, record: dict[str, Any]) -> list[Any]:
-        meta = record.get("metadata") or {}
-        values: dict[str, Any] = {key: record.get(key) for key in ("path", "status", "error_kind", "error")}
-        values.update(width=record.get("width"), height=record.get("height"))
-        for mark in record.get("watermarks", []):
-            for field in PER_SCHEME:
-                values[f"{mark['scheme']}_{field}"] = mark[field]
-            values[f"{mark['scheme']}_search"] = search_text(mark.get("search"))
-        software = (meta.get("exif") or {}).get("Software") or (meta.get("text") or {}).get("Software")
-        values.update(
-            ai_claims=" ".join(meta.get("ai_claims", [])),
-            software=software,
-            digital_source_type=(meta.get("xmp") or {}).get("digital_source_type"),
-            c2pa_claim_generator=(meta.get("c2pa") or {}).get("claim_generator"),
-            c2pa_validation=(meta.get("c2pa") or {}).get("validation_state"),
-        )
+        values = flat_values(record)
         return [neutralise(values.get(column)) for column in self.columns]
 
     def write(self, record: dict[str, Any]) -> None:
