@@ -23,7 +23,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from suite.audit.decode import ORDERS, ChannelOrder, blocks_of, u_planes
+from suite.audit.decode import ORDERS, ChannelOrder, blocks_of
 from suite.audit.detect import Readings, degrees_of_freedom, paths_of, two_sided_p
 from suite.watermark import Scheme
 
@@ -85,13 +85,13 @@ def _strongest(soft: np.ndarray, grid: tuple[int, int], scheme: Scheme) -> tuple
     return float(z[strongest]), int(strongest[0])
 
 
-def search(rgb: np.ndarray, schemes: list[Scheme]) -> list[CropEvidence | None]:
-    """Every scheme's strongest alignment over the 64 grid offsets of an RGB uint8 image; None
-    for all where the image is larger than any SD output it could be cut from."""
-    if max(rgb.shape[:2]) > ORIGINAL_WIDTHS[-1]:
+def search(u: np.ndarray, schemes: list[Scheme]) -> list[CropEvidence | None]:
+    """Every scheme's strongest alignment over the 64 grid offsets of an image's U planes
+    (orders, height, width), in decode.ORDERS; None for all where the image is larger than any SD
+    output it could be cut from."""
+    if max(u.shape[1:]) > ORIGINAL_WIDTHS[-1]:
         return [None] * len(schemes)
     float_path = any(scheme.float_path for scheme in schemes)
-    u = u_planes(rgb, ORDERS)
     best: list[tuple[float, int, tuple[int, int]]] = [(0.0, 0, (0, 0))] * len(schemes)
     for dy in range(GRID):
         for dx in range(GRID):

@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from suite.audit import searches
-from suite.audit.decode import block_grid
+from suite.audit.decode import block_grid, u_planes
 from suite.audit.defaults import DEFAULT_ALPHA, MAX_FILE_BYTES, MAX_PIXELS
 from suite.audit.detect import Evidence, examine
 from suite.audit.png import decode_rgb, read_chunks
@@ -269,7 +269,7 @@ def audit_bytes(data: bytes, options: AuditOptions, record: dict[str, Any]) -> d
             image.close()
         evidence = examine(rgb, list(options.schemes), options.alpha)
         if searches.wanted(options.search, rgb.shape[1], rgb.shape[0]):
-            evidence = searches.reexamine(rgb, evidence, options.alpha)
+            evidence = searches.reexamine(rgb, u_planes(rgb), evidence, options.alpha)
         record["watermarks"] = [_mark(e) for e in evidence]
         record["status"] = "ok"
     except AuditError as exc:

@@ -14,7 +14,7 @@ from dataclasses import replace
 import numpy as np
 
 from suite.audit import crops, resizes
-from suite.audit.decode import bits_from_votes, read_blocks
+from suite.audit.decode import bits_from_votes, decode, read_blocks
 from suite.audit.defaults import DEFAULT_ALPHA
 from suite.audit.detect import Evidence, Realignment
 
@@ -29,14 +29,18 @@ def wanted(policy: str, width: int, height: int) -> bool:
     return policy == "always"
 
 
-def reexamine(rgb: np.ndarray, evidence: list[Evidence], alpha: float = DEFAULT_ALPHA) -> list[Evidence]:
-    """The schemes the aligned test did not detect, tested again by the crop and resize searches."""
+def reexamine(rgb: np.ndarray, u: np.ndarray, evidence: list[Evidence], alpha: float = DEFAULT_ALPHA) -> list[Evidence]:
+    """The schemes the aligned test did not detect, tested again by the crop and resize searches.
+
+    The searches read the U planes `u` (orders, height, width) in decode.ORDERS; the bits a record
+    reports stay the reference decoder's reading of the decoded pixels `rgb`.
+    """
     pending = [i for i, found in enumerate(evidence) if not found.detected]
     if not pending:
         return evidence
     schemes = [evidence[i].scheme for i in pending]
-    by_crop = crops.search(rgb, schemes)
-    by_resize = resizes.search(rgb, schemes, alpha)
+    by_crop = crops.search(u, schemes)
+    by_resize = resizes.search(u, schemes, alpha)
     result = list(evidence)
     for i, crop, resize in zip(pending, by_crop, by_resize, strict=True):
         aligned = evidence[i]
@@ -46,8 +50,14 @@ def reexamine(rgb: np.ndarray, evidence: list[Evidence], alpha: float = DEFAULT_
         if best is None or p_value > alpha or aligned.p_value <= best.p_value:
             result[i] = replace(aligned, p_value=p_value)
         elif isinstance(best, resizes.ResizeEvidence):
+            restored = resizes.restore(rgb, best.original)
+            bits = decode(restored, (aligned.scheme.length,), best.evidence.order)[aligned.scheme.length]
             result[i] = replace(
-                best.evidence, detected=True, p_value=p_value, realignment=Realignment("resize", best.original)
+                best.evidence,
+                detected=True,
+                p_value=p_value,
+                bits=bits,
+                realignment=Realignment("resize", best.original),
             )
         else:
             bits = bits_from_votes(read_blocks(rgb, (best.order,)).votes(0), aligned.scheme.length)

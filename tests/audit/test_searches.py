@@ -4,6 +4,7 @@ import pytest
 from PIL import Image
 
 from suite.audit import crops, resizes, searches
+from suite.audit.decode import u_planes
 from suite.audit.detect import Realignment, examine
 from suite.audit.scan import AuditOptions, audit_file
 from suite.watermark import SCHEMES, embed
@@ -13,7 +14,7 @@ ALL = list(SCHEMES.values())
 
 def _found(rgb: np.ndarray) -> dict[str, object]:
     """The schemes detected with the crop search on, and their evidence."""
-    evidence = searches.reexamine(rgb, examine(rgb, ALL))
+    evidence = searches.reexamine(rgb, u_planes(rgb), examine(rgb, ALL))
     return {e.scheme.name: e for e in evidence if e.detected}
 
 
@@ -21,7 +22,7 @@ def test_the_search_contains_the_aligned_test(marked_samples):
     # at offset (0, 0), the image's own row length and shift 0 the search scores what the aligned test scores
     for sample in marked_samples[:9]:
         aligned = {e.scheme.name: e.z for e in examine(sample.rgb, ALL)}
-        for scheme, found in zip(ALL, crops.search(sample.rgb, ALL), strict=True):
+        for scheme, found in zip(ALL, crops.search(u_planes(sample.rgb), ALL), strict=True):
             assert abs(found.z) >= abs(aligned[scheme.name]) * (1 - 1e-9), (sample.name, scheme.name)
 
 
@@ -53,7 +54,7 @@ def test_no_clean_image_is_flagged_by_the_search(clean_images):
     smallest = 1.0
     for name, image in clean_images[::2]:
         for variant in [image, *(edit(image) for edit in audit_corpus.EDITS.values())]:
-            for evidence in crops.search(np.asarray(variant), ALL):
+            for evidence in crops.search(u_planes(np.asarray(variant)), ALL):
                 assert evidence.p_value > 1e-3, f"{name}: {evidence}"
                 smallest = min(smallest, evidence.p_value)
     print(f"smallest corrected p-value of the search on clean images: {smallest:.2g}")
@@ -90,7 +91,7 @@ def test_resized_marks_are_found_resized_back(edited_samples):
     resized = [s for s in edited_samples if s.edit == "resize0.75"][::2]
     hits = []
     for sample in resized:
-        found = {r.evidence.scheme.name for r in resizes.search(sample.rgb, ALL) if r.p_value <= 1e-6}
+        found = {r.evidence.scheme.name for r in resizes.search(u_planes(sample.rgb), ALL) if r.p_value <= 1e-6}
         hits.append(found == {sample.scheme})
     share = float(np.mean(hits))
     print(f"resize0.75 with the search: {share:.1%} of {len(resized)}")
@@ -101,7 +102,7 @@ def test_no_clean_image_is_flagged_resized_back(clean_images):
     smallest = 1.0
     for name, image in clean_images[1::2]:
         for variant in [image, *(edit(image) for edit in audit_corpus.EDITS.values())]:
-            for found in resizes.search(np.asarray(variant), ALL):
+            for found in resizes.search(u_planes(np.asarray(variant)), ALL):
                 if found is not None:
                     assert found.p_value > 1e-4, f"{name}: {found}"
                     smallest = min(smallest, found.p_value)
@@ -119,6 +120,6 @@ def test_the_audit_says_which_size_a_resized_mark_came_from(tmp_path):
 
 def test_images_larger_than_any_sd_output_are_not_crop_searched():
     wide = np.zeros((300, 2100, 3), np.uint8)
-    assert crops.search(wide, ALL) == [None] * len(ALL)
-    evidence = searches.reexamine(wide, examine(wide, ALL))
+    assert crops.search(u_planes(wide), ALL) == [None] * len(ALL)
+    evidence = searches.reexamine(wide, u_planes(wide), examine(wide, ALL))
     assert not any(e.detected for e in evidence)
