@@ -13,6 +13,7 @@ import glob
 import io
 import multiprocessing
 import os
+import signal
 import stat
 import warnings
 from collections.abc import Iterable, Iterator
@@ -123,11 +124,17 @@ def expand(inputs: Iterable[str], all_files: bool = False) -> Iterator[str]:
 
 
 def _walk(folder: str, all_files: bool) -> Iterator[str]:
-    for root, dirs, files in os.walk(folder):
+    """The files under `folder`; a folder that cannot be listed is yielded too, so that it gets
+    its own `unreadable` record instead of vanishing from the count."""
+    unlisted: list[OSError] = []
+    for root, dirs, files in os.walk(folder, onerror=unlisted.append):
+        yield from (str(error.filename) for error in unlisted)
+        unlisted.clear()
         dirs.sort()
         for name in sorted(files):
             if all_files or os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES:
                 yield os.path.join(root, name)
+    yield from (str(error.filename) for error in unlisted)
 
 
 def _read(path: str) -> bytes:
@@ -139,6 +146,11 @@ def _read(path: str) -> bytes:
         if exc.errno == errno.ELOOP:
             raise AuditError("symlink_loop", "symlink loop") from None
         raise AuditError("unreadable", exc.strerror or str(exc)) from None
+    if stat.S_ISDIR(info.st_mode):  # a folder reaches here only when it could not be listed
+        try:
+            os.scandir(path).close()
+        except OSError as exc:
+            raise AuditError("unreadable", f"a folder that cannot be listed: {exc.strerror or exc}") from None
     if not stat.S_ISREG(info.st_mode):
         raise AuditError("not_a_file", "not a regular file (a device, pipe or socket is never opened)")
     if info.st_size == 0:
@@ -294,10 +306,12 @@ _options: AuditOptions | None = None
 
 
 def _init_worker(options: AuditOptions) -> None:
-    """One thread per process: the pool already uses every core."""
+    """One thread per process: the pool already uses every core. Ctrl-C is the parent's to handle
+    (it stops the pool): a worker that took it too would print a traceback of its own."""
     import cv2
 
     global _options
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _options = options
     cv2.setNumThreads(1)
 
