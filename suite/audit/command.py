@@ -83,6 +83,56 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--all-files", action="store_true", help="in folders, read every file, not only image extensions"
     )
+    _add_dataset_arguments(parser)
+
+
+def _add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
+    from suite.audit.defaults import ENGINES, INPUT_FORMATS, SHARD_RETRIES
+
+    group = parser.add_argument_group(
+        "datasets",
+        "WebDataset .tar shards or Parquet files, as paths or fsspec URLs (s3://, gs://, http(s)://; brace "
+        "ranges like shards/{00000..09999}.tar): one Parquet file of records per shard in the -o folder or "
+        "URL, plus _summary.json and _failed.jsonl; a rerun skips the shards already done",
+    )
+    group.add_argument(
+        "--input-format",
+        choices=INPUT_FORMATS,
+        default="auto",
+        help="auto (default): webdataset when every input ends in .tar, parquet when every input ends in "
+        ".parquet, files otherwise",
+    )
+    group.add_argument(
+        "--storage-options",
+        metavar="JSON",
+        help='fsspec options for every URL, e.g. \'{"endpoint_url": "http://127.0.0.1:9000"}\'; never '
+        "credentials (they travel with each task): those come from AWS_* variables, ~/.aws, "
+        "GOOGLE_APPLICATION_CREDENTIALS",
+    )
+    group.add_argument(
+        "--image-column", metavar="NAME", help="Parquet: the image column (default: the first binary or {bytes, path})"
+    )
+    group.add_argument(
+        "--key-column", metavar="NAME", help="Parquet: the sample key column (default: `key` if any, else the row)"
+    )
+    group.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="local",
+        help="local (default): a process pool of --workers; dask: a Dask cluster, at --scheduler or a "
+        "LocalCluster of --workers processes",
+    )
+    group.add_argument("--scheduler", metavar="ADDRESS", help="a Dask scheduler, e.g. tcp://10.0.0.5:8786")
+    group.add_argument(
+        "--shard-retries",
+        type=int,
+        default=SHARD_RETRIES,
+        metavar="N",
+        help=f"further attempts at a shard that failed or killed its worker (default: {SHARD_RETRIES})",
+    )
+    group.add_argument(
+        "--overwrite", action="store_true", help="delete the outputs of another audit in -o and audit every shard"
+    )
 
 
 def _positive_int(text: str) -> int:
@@ -159,6 +209,7 @@ def _records_output(output: str | None, kind: str) -> contextlib.AbstractContext
 def run(args: argparse.Namespace) -> int:
     from suite.audit.output import make_writer
     from suite.audit.scan import AuditOptions, Summary, expand, scan
+    from suite.audit.sources import dataset_format
 
     try:
         schemes = schemes_from_args(args)
@@ -166,6 +217,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"sdsuite audit: {exc}", file=sys.stderr)
         return EXIT_USAGE
     options = AuditOptions(tuple(schemes), args.alpha, args.max_pixels, not args.no_metadata, args.search)
+    input_format = dataset_format(args.paths, args.input_format)
+    if input_format != "files":
+        from suite.audit.datasets import run_dataset
+
+        return run_dataset(args, options, input_format)
     paths = list(expand(args.paths, args.all_files))
     if args.output:
         refuse_overwriting(args.output, paths)

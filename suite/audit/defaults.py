@@ -13,3 +13,9 @@ MAX_FILE_BYTES = 512 * 1024 * 1024
 
 # When to search for marks an edit moved off the aligned grid (searches.wanted).
 SEARCH_POLICIES = ("auto", "always", "never")
+
+# Dataset audits (sources.py, engines.py): what the inputs are, where the shard tasks run, and how
+# many more times a shard that failed (or killed its worker) is tried before it is listed as failed.
+INPUT_FORMATS = ("auto", "files", "webdataset", "parquet")
+ENGINES = ("local", "dask")
+SHARD_RETRIES = 2

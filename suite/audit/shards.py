@@ -178,6 +178,9 @@ def _commit_local(path: str, data: bytes) -> bool:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
+    umask = os.umask(0o022)
+    os.umask(umask)
+    os.chmod(handle.name, 0o666 & ~umask)  # a temp file is private; the output is not
     try:
         os.link(handle.name, path)  # fails if `path` exists: the create-only step
     except FileExistsError:

@@ -23,8 +23,8 @@ from typing import Any
 
 from suite.audit.defaults import MAX_FILE_BYTES
 from suite.audit.scan import IMAGE_SUFFIXES, AuditError
+from suite.errors import UsageError
 
-INPUT_FORMATS = ("auto", "files", "webdataset", "parquet")
 DATASET_FORMATS = {".tar": "webdataset", ".parquet": "parquet"}
 PARQUET_BATCH_ROWS = 64  # rows decoded at once; a row group is read in batches of this many
 _BRACE_RANGE = re.compile(r"\{(\d+)\.\.(\d+)\}")
@@ -57,12 +57,12 @@ def storage_options(text: str | None) -> dict[str, Any]:
     try:
         options = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"--storage-options is not JSON ({exc.msg})") from None
+        raise UsageError(f"--storage-options is not JSON ({exc.msg})") from None
     if not isinstance(options, dict):
-        raise ValueError("--storage-options must be a JSON object")
+        raise UsageError("--storage-options must be a JSON object")
     secret = _secret_names(options)
     if secret:
-        raise ValueError(
+        raise UsageError(
             f"--storage-options holds {', '.join(secret)}: credentials go in the standard chain (AWS_* "
             "variables, ~/.aws, GOOGLE_APPLICATION_CREDENTIALS), never in options that travel with each task"
         )
@@ -107,7 +107,7 @@ def dataset_format(inputs: list[str], requested: str) -> str:
     if len(kinds) == 1 and None not in kinds:
         return kinds.pop()
     if kinds - {None} and None not in kinds:
-        raise ValueError("the inputs mix WebDataset tars and Parquet files: audit them in two runs")
+        raise UsageError("the inputs mix WebDataset tars and Parquet files: audit them in two runs")
     return "files"
 
 
