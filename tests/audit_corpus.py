@@ -1,4 +1,5 @@
-"""Images for the audit's tests and benchmarks, made here from scikit-image's sample photographs.
+"""Images for the audit's tests and benchmarks, from scikit-image's sample photographs (the package's
+corpus: suite/robustness/corpus.py) and illustrations drawn here.
 
 Real photographs give the chroma texture of camera images; the synthetic illustrations (flat,
 saturated colour fields with outlines and gradients) stand in for the many SD outputs that look
@@ -13,24 +14,9 @@ from collections.abc import Callable, Iterator
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
 
-# Colour photographs that scikit-image ships inside its wheel (no download).
-PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field", "retina")
+from suite.robustness.corpus import PHOTOS, fit, photo
+
 SIZES = ((512, 512), (768, 768), (640, 448), (512, 768))
-
-
-def photo(name: str) -> Image.Image:
-    from skimage import data
-
-    return Image.fromarray(getattr(data, name)()).convert("RGB")
-
-
-def fit(image: Image.Image, size: tuple[int, int]) -> Image.Image:
-    """Centre-crop to the aspect ratio of `size`, then resize to it."""
-    width, height = size
-    scale = max(width / image.width, height / image.height)
-    resized = image.resize((max(width, round(image.width * scale)), max(height, round(image.height * scale))))
-    left, top = (resized.width - width) // 2, (resized.height - height) // 2
-    return resized.crop((left, top, left + width, top + height))
 
 
 def illustration(seed: int, size: tuple[int, int] = (512, 512)) -> Image.Image:

@@ -423,3 +423,50 @@ def scaling(sweeps: Sequence[Sweep]) -> str | None:
         ax_m.set_ylim(bottom=0)
     fig.tight_layout()
     return _svg(fig)
+
+
+def robustness(
+    attacks: Sequence[str],
+    families: Sequence[str],
+    found: dict[str, list[tuple[float, float, float]]],
+    flagged: Sequence[float],
+) -> str | None:
+    """WAVES-style robustness: per attack (rows, grouped by family), each scheme's share of marks found
+    with its 95 % interval, and the share of clean images flagged under the same attack (red x)."""
+    if not attacks or not found:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 0.3 * len(attacks) + 1.4))
+    y = np.arange(len(attacks))
+    palette = scheme_colors(list(found))
+    spread = 0.5 / max(1, len(found))
+    for i, (scheme, values) in enumerate(found.items()):
+        share, low, high = (100 * np.array(v, dtype=float) for v in zip(*values, strict=True))
+        pos = y + spread * (i - (len(found) - 1) / 2)
+        ax.errorbar(
+            share,
+            pos,
+            xerr=[share - low, high - share],
+            fmt="o",
+            ms=4,
+            lw=0.8,
+            capsize=1.5,
+            color=palette[scheme],
+            label=f"{scheme}: marks found",
+        )
+    ax.plot(100 * np.asarray(flagged, dtype=float), y, "x", color="#c00", ms=6, mew=1.4, label="clean images flagged")
+    starts = [i for i in range(len(families)) if i == 0 or families[i] != families[i - 1]]
+    for n, start in enumerate(starts):
+        end = starts[n + 1] if n + 1 < len(starts) else len(families)
+        if n % 2:
+            ax.axhspan(start - 0.5, end - 0.5, color="#f2f2f2", zorder=0)
+        ax.annotate(
+            families[start], (1.01, (start + end - 1) / 2), xycoords=("axes fraction", "data"), va="center", fontsize=7
+        )
+    ax.set_yticks(y, attacks)
+    ax.set_ylim(len(attacks) - 0.5, -0.5)
+    ax.set_xlim(-3, 103)
+    ax.set_xlabel("% of images (95 % intervals: Clopper–Pearson)")
+    ax.grid(axis="x", color="#ddd", lw=0.6)
+    ax.set_axisbelow(True)
+    ax.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.02), ncol=4, frameon=False)
+    return _svg(fig)

@@ -1,0 +1,111 @@
+"""Mark clean images with each scheme, attack every copy, and audit each attacked file as bytes.
+
+The audit is the public `scan.audit_bytes` with default `AuditOptions`, so the benchmark measures
+whatever the audit does today. Each attacked image is audited as the bytes of its own format (a
+JPEG attack as .jpg bytes), the clean copies under the same attacks give the false positives, and
+only the audit is timed, not the attack.
+"""
+
+from __future__ import annotations
+
+import functools
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from suite.audit.scan import AuditOptions, audit_bytes, new_record, pool_context
+from suite.robustness.attacks import ATTACKS, Attack
+from suite.robustness.corpus import CleanImage
+from suite.watermark import embed
+
+
+@dataclass(frozen=True)
+class Task:
+    """One attacked image to audit: the copy (a lossless PNG on disk) and the attack."""
+
+    source: str  # the clean or marked copy, as a PNG
+    image: str  # the clean image's name
+    embedded: str | None  # the scheme marked into it; None for the clean copy
+    attack: str
+
+
+def prepare(
+    images: Sequence[CleanImage], schemes: Sequence[str], folder: Path
+) -> Iterator[tuple[str, str | None, str]]:
+    """Save each clean image and its marked copies as PNGs in `folder`: (path, image name, scheme)."""
+    for n, clean in enumerate(images):
+        for scheme in (None, *schemes):
+            copy = clean.image if scheme is None else embed(clean.image, scheme)
+            path = folder / f"{n:04d}-{scheme or 'clean'}.png"
+            copy.save(path, compress_level=1)
+            yield str(path), clean.name, scheme
+
+
+@functools.lru_cache(maxsize=4)
+def _load(path: str) -> Image.Image:
+    with Image.open(path) as image:
+        return image.convert("RGB")
+
+
+def attack_and_audit(task: Task, options: AuditOptions) -> dict[str, Any]:
+    """The audit record of one attacked image, with where it came from and how long the audit took."""
+    attack: Attack = ATTACKS[task.attack]
+    data = attack.apply(_load(task.source))
+    record = new_record(
+        path=f"{task.image}/{task.embedded or 'clean'}/{attack.name}.{attack.suffix}",
+        image=task.image,
+        embedded=task.embedded,
+        attack=attack.name,
+        format=attack.encoding.format,
+        bytes=len(data),
+    )
+    start = time.perf_counter()
+    audit_bytes(data, options, record)
+    record["seconds"] = round(time.perf_counter() - start, 6)
+    return record
+
+
+_options: AuditOptions | None = None
+
+
+def _init_worker(options: AuditOptions) -> None:
+    """One thread per process: the pool already uses every core."""
+    import cv2
+
+    global _options
+    _options = options
+    cv2.setNumThreads(1)
+
+
+def _in_worker(task: Task) -> dict[str, Any]:
+    if _options is None:
+        raise RuntimeError("robustness worker used before _init_worker")
+    return attack_and_audit(task, _options)
+
+
+def run(
+    images: Sequence[CleanImage],
+    schemes: Sequence[str],
+    attacks: Sequence[Attack],
+    workers: int,
+    options: AuditOptions | None = None,
+) -> Iterator[dict[str, Any]]:
+    """One record per (image, clean or marked copy, attack), in that order, as each is audited."""
+    options = options or AuditOptions()
+    with tempfile.TemporaryDirectory(prefix="sdsuite-robustness-") as folder:
+        tasks = [
+            Task(path, image, scheme, attack.name)
+            for path, image, scheme in prepare(images, schemes, Path(folder))
+            for attack in attacks
+        ]
+        if workers == 1:
+            for task in tasks:
+                yield attack_and_audit(task, options)
+            return
+        with pool_context().Pool(workers, _init_worker, (options,)) as pool:
+            yield from pool.imap(_in_worker, tasks, chunksize=len(attacks))

@@ -1,0 +1,139 @@
+"""From the benchmark's records to one row per attack and scheme: the rates and their intervals.
+
+A marked image counts as found when the audit detects the scheme that was embedded; an image that
+could not be audited counts as not found. A clean image counts as a false positive when any scheme
+is detected in it. Intervals are exact (Clopper–Pearson) 95 % intervals, which stay honest at 0 %
+and 100 % with a few dozen images.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from scipy.stats import binomtest
+
+CONFIDENCE = 0.95
+
+
+@dataclass(frozen=True)
+class Rate:
+    hits: int
+    total: int
+
+    @property
+    def share(self) -> float:
+        return self.hits / self.total if self.total else math.nan
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        if not self.total:
+            return math.nan, math.nan
+        ci = binomtest(self.hits, self.total).proportion_ci(CONFIDENCE, method="exact")
+        return float(ci.low), float(ci.high)
+
+
+@dataclass(frozen=True)
+class Row:
+    attack: str
+    scheme: str
+    marked: Rate  # found with the embedded scheme
+    wrong_scheme: int  # marked images in which another scheme was detected
+    exact: Rate  # the reference decoder's bits equal the message, for the embedded scheme
+    clean: Rate  # clean images under the same attack with any scheme detected
+    min_clean_p: float  # the smallest p-value of any scheme on the clean images
+    found_by: dict[str, int]  # how the found marks were found: aligned, crop, resize, ...
+    errors: int  # marked and clean images the audit could not read
+    ms_marked: float  # mean audit time of the marked images
+    ms_clean: float
+
+    def as_dict(self) -> dict[str, Any]:
+        tpr_low, tpr_high = self.marked.interval
+        fpr_low, fpr_high = self.clean.interval
+        return {
+            "attack": self.attack,
+            "scheme": self.scheme,
+            "marked": self.marked.total,
+            "found": self.marked.hits,
+            "tpr": self.marked.share,
+            "tpr_low": tpr_low,
+            "tpr_high": tpr_high,
+            "wrong_scheme": self.wrong_scheme,
+            "exact_match": self.exact.share,
+            "clean": self.clean.total,
+            "false_positives": self.clean.hits,
+            "fpr": self.clean.share,
+            "fpr_low": fpr_low,
+            "fpr_high": fpr_high,
+            "min_clean_p": self.min_clean_p,
+            "found_by": found_by_text(self.found_by),
+            "errors": self.errors,
+            "ms_marked": self.ms_marked,
+            "ms_clean": self.ms_clean,
+        }
+
+
+def how_found(mark: dict[str, Any]) -> str:
+    """The test that found a mark: `aligned`, or the search's edit (`crop`, `resize`, ...), after the
+    reading of the file it used where the record names one."""
+    search = mark.get("search")
+    test = search.get("edit", "search") if isinstance(search, dict) else "aligned"
+    reading = mark.get("reading")
+    return f"{reading} {test}" if reading else test
+
+
+def found_by_text(counts: dict[str, int]) -> str:
+    return ", ".join(f"{how} {n}" for how, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def _mark(record: dict[str, Any], scheme: str) -> dict[str, Any] | None:
+    return next((m for m in record.get("watermarks") or [] if m.get("scheme") == scheme), None)
+
+
+def _mean_ms(records: Sequence[dict[str, Any]]) -> float:
+    times = [r["seconds"] for r in records if r.get("seconds") is not None]
+    return 1000 * sum(times) / len(times) if times else math.nan
+
+
+def tabulate(records: Iterable[dict[str, Any]], attacks: Sequence[str], schemes: Sequence[str]) -> list[Row]:
+    """One row per attack and scheme, in the given orders (attacks or schemes without records are left out)."""
+    groups: dict[tuple[str, str | None], list[dict[str, Any]]] = {}
+    for record in records:
+        groups.setdefault((record["attack"], record.get("embedded")), []).append(record)
+    rows = []
+    for attack in attacks:
+        clean = groups.get((attack, None), [])
+        clean_hits = sum(any(m.get("detected") for m in r.get("watermarks") or []) for r in clean)
+        clean_p = [m["p_value"] for r in clean for m in r.get("watermarks") or [] if m.get("p_value") is not None]
+        for scheme in schemes:
+            marked = groups.get((attack, scheme))
+            if not marked:
+                continue
+            own = [_mark(r, scheme) for r in marked]
+            found = [m for m in own if m and m.get("detected")]
+            rows.append(
+                Row(
+                    attack=attack,
+                    scheme=scheme,
+                    marked=Rate(len(found), len(marked)),
+                    wrong_scheme=sum(
+                        any(m.get("detected") and m.get("scheme") != scheme for m in r.get("watermarks") or [])
+                        for r in marked
+                    ),
+                    exact=Rate(sum(bool(m and m.get("exact")) for m in own), len(marked)),
+                    clean=Rate(clean_hits, len(clean)),
+                    min_clean_p=min(clean_p, default=math.nan),
+                    found_by=dict(Counter(how_found(m) for m in found)),
+                    errors=sum(r.get("status") == "error" for r in (*marked, *clean)),
+                    ms_marked=_mean_ms(marked),
+                    ms_clean=_mean_ms(clean),
+                )
+            )
+    return rows
+
+
+def as_dicts(rows: Sequence[Row]) -> list[dict[str, Any]]:
+    return [row.as_dict() for row in rows]
