@@ -44,9 +44,12 @@ def fit(image: Image.Image, size: tuple[int, int]) -> Image.Image:
 
 
 def nearest_sd_size(width: int, height: int) -> tuple[int, int]:
-    """The SD size whose aspect ratio is closest to the image's (the larger one on a tie)."""
-    aspect = math.log(width / height)
-    return min(SD_SIZES, key=lambda s: (round(abs(math.log(s[0] / s[1]) - aspect), 6), -s[0] * s[1]))
+    """The SD size whose aspect ratio is closest to the image's, and of those the closest in area."""
+    aspect, area = math.log(width / height), math.log(width * height)
+    return min(
+        SD_SIZES,
+        key=lambda s: (round(abs(math.log(s[0] / s[1]) - aspect), 6), abs(math.log(s[0] * s[1]) - area)),
+    )
 
 
 def default_corpus() -> Iterator[CleanImage]:
