@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("suite.report.compare_command", "compare two bench runs scenario by scenario"),
     "audit": ("suite.audit.command", "detect and decode SD watermarks and provenance metadata in images"),
     "watermark": ("suite.watermark_command", "embed the reference SD watermarks into images"),
+    "robustness": ("suite.robustness.command", "how often the audit finds each mark after JPEG, resizes, crops, ..."),
 }
 
 
