@@ -453,7 +453,16 @@ def robustness(
             color=palette[scheme],
             label=f"{scheme}: marks found",
         )
-    ax.plot(100 * np.asarray(flagged, dtype=float), y, "x", color="#c00", ms=6, mew=1.4, label="clean images flagged")
+    ax.plot(
+        100 * np.asarray(flagged, dtype=float),
+        y,
+        "x",
+        color="#c00",
+        ms=6,
+        mew=1.4,
+        zorder=5,
+        label="clean images flagged",
+    )
     starts = [i for i in range(len(families)) if i == 0 or families[i] != families[i - 1]]
     for n, start in enumerate(starts):
         end = starts[n + 1] if n + 1 < len(starts) else len(families)
@@ -468,5 +477,15 @@ def robustness(
     ax.set_xlabel("% of images (95 % intervals: Clopper–Pearson)")
     ax.grid(axis="x", color="#ddd", lw=0.6)
     ax.set_axisbelow(True)
-    ax.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.02), ncol=4, frameon=False)
+    handles, labels = ax.get_legend_handles_labels()
+    order = sorted(range(len(labels)), key=lambda i: labels[i] == "clean images flagged")
+    ax.legend(
+        [handles[i] for i in order],
+        [labels[i] for i in order],
+        fontsize=7,
+        loc="lower center",
+        bbox_to_anchor=(0.5, 1.0),
+        ncol=4,
+        frameon=False,
+    )
     return _svg(fig)

@@ -26,36 +26,35 @@ from suite.watermark import embed
 
 @dataclass(frozen=True)
 class Task:
-    """One attacked image to audit: the copy (a lossless PNG on disk) and the attack."""
+    """One attacked image to audit: the clean image (a lossless PNG on disk), the scheme to mark into
+    it first (None for the clean copy) and the attack."""
 
-    source: str  # the clean or marked copy, as a PNG
+    source: str
     image: str  # the clean image's name
-    embedded: str | None  # the scheme marked into it; None for the clean copy
+    embedded: str | None
     attack: str
 
 
-def prepare(
-    images: Sequence[CleanImage], schemes: Sequence[str], folder: Path
-) -> Iterator[tuple[str, str | None, str]]:
-    """Save each clean image and its marked copies as PNGs in `folder`: (path, image name, scheme)."""
+def save_clean(images: Sequence[CleanImage], folder: Path) -> Iterator[tuple[str, str]]:
+    """Each clean image as a PNG in `folder`, for the workers to read: (path, name)."""
     for n, clean in enumerate(images):
-        for scheme in (None, *schemes):
-            copy = clean.image if scheme is None else embed(clean.image, scheme)
-            path = folder / f"{n:04d}-{scheme or 'clean'}.png"
-            copy.save(path, compress_level=1)
-            yield str(path), clean.name, scheme
+        path = folder / f"{n:04d}.png"
+        clean.image.save(path, compress_level=1)
+        yield str(path), clean.name
 
 
-@functools.lru_cache(maxsize=4)
-def _load(path: str) -> Image.Image:
+@functools.lru_cache(maxsize=2)
+def copy_of(path: str, scheme: str | None) -> Image.Image:
+    """The clean image, or a copy marked with `scheme` by invisible-watermark (made once per worker)."""
     with Image.open(path) as image:
-        return image.convert("RGB")
+        clean = image.convert("RGB")
+    return clean if scheme is None else embed(clean, scheme)
 
 
 def attack_and_audit(task: Task, options: AuditOptions) -> dict[str, Any]:
     """The audit record of one attacked image, with where it came from and how long the audit took."""
     attack: Attack = ATTACKS[task.attack]
-    data = attack.apply(_load(task.source))
+    data = attack.apply(copy_of(task.source, task.embedded))
     record = new_record(
         path=f"{task.image}/{task.embedded or 'clean'}/{attack.name}.{attack.suffix}",
         image=task.image,
@@ -100,7 +99,8 @@ def run(
     with tempfile.TemporaryDirectory(prefix="sdsuite-robustness-") as folder:
         tasks = [
             Task(path, image, scheme, attack.name)
-            for path, image, scheme in prepare(images, schemes, Path(folder))
+            for path, image in save_clean(images, Path(folder))
+            for scheme in (None, *schemes)
             for attack in attacks
         ]
         if workers == 1:
