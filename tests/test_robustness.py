@@ -174,7 +174,8 @@ def test_rates_are_counted_from_the_records():
 def test_how_found_names_the_reading_where_the_record_gives_one():
     assert tally.how_found({"search": None}) == "aligned"
     assert tally.how_found({"search": {"edit": "resize"}}) == "resize"
-    assert tally.how_found({"search": None, "reading": "jpeg"}) == "jpeg aligned"
+    assert tally.how_found({"search": None, "reading": "pixels"}) == "aligned"
+    assert tally.how_found({"search": None, "reading": "jpeg-420"}) == "jpeg-420 aligned"
 
 
 def test_csv_cells_that_a_spreadsheet_would_run_are_neutralised():

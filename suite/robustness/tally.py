@@ -78,11 +78,11 @@ class Row:
 
 def how_found(mark: dict[str, Any]) -> str:
     """The test that found a mark: `aligned`, or the search's edit (`crop`, `resize`, ...), after the
-    reading of the file it used where the record names one."""
+    reading of the file it used where that was not the decoded pixels (`jpeg-420 aligned`)."""
     search = mark.get("search")
     test = search.get("edit", "search") if isinstance(search, dict) else "aligned"
     reading = mark.get("reading")
-    return f"{reading} {test}" if reading else test
+    return f"{reading} {test}" if reading and reading != "pixels" else test
 
 
 def found_by_text(counts: dict[str, int]) -> str:
