@@ -12,6 +12,8 @@ OUT ?=
 BENCH_ARGS ?=
 PATHS ?=
 AUDIT_ARGS ?=
+CORPUS ?=
+ROBUSTNESS_ARGS ?=
 # CPU wheels of torch; used only when no NVIDIA GPU is present (falls back to PyPI's build).
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 TORCH_CPU_VERSION ?= 2.13.0
@@ -21,7 +23,7 @@ HAS_NVIDIA := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)
 LATEST_RUN = $(shell ls -td reports/*/ 2>/dev/null | grep -v '^reports/examples/' | head -1)
 
-.PHONY: help install browser test bench bench-micro report audit lint clean
+.PHONY: help install browser test bench bench-micro report audit robustness lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -62,6 +64,9 @@ report: install ## HTML report of the latest run under reports/ (or RUN=DIR)
 audit: install ## audit images for SD watermarks and provenance: PATHS="folder file.png ..." (AUDIT_ARGS="--format jsonl -o x.jsonl")
 	@[ -n "$(PATHS)" ] || { echo 'usage: make audit PATHS="folder/ image.png ..." [AUDIT_ARGS="--format jsonl -o audit.jsonl"]'; exit 2; }
 	$(VENV)/bin/sdsuite audit $(PATHS) $(AUDIT_ARGS)
+
+robustness: install ## how often the audit finds each mark after JPEG, WebP, resizes, crops, ...: [CORPUS=photos/] [ROBUSTNESS_ARGS="-o out --images 50"]
+	$(VENV)/bin/sdsuite robustness $(CORPUS) $(ROBUSTNESS_ARGS)
 
 lint: install ## ruff
 	$(VENV)/bin/ruff check suite tests
