@@ -85,6 +85,33 @@ class Blocks:
             result[boundary] = np.remainder(exact, SCALE) > SCALE / 2
         return result
 
+    @cached_property
+    def band(self) -> np.ndarray:
+        """The sums as float32 (orders, rows * 4, cols * 4), for the filtered readings."""
+        return self.sums if self.sums.dtype == np.float32 else self.sums.astype(np.float32)
+
+    @cached_property
+    def unblurred_peak_sums(self) -> np.ndarray:
+        """(orders, blocks): `peak_sums` of the band with 4:2:0 chroma upsampling undone (_UNBLUR)."""
+        planes = [cv2.sepFilter2D(plane, -1, _UNBLUR, _UNBLUR, borderType=cv2.BORDER_REFLECT) for plane in self.band]
+        return _reduce(np.stack(planes), np.maximum)
+
+    def impulses(self, centre: float | None = None) -> np.ndarray:
+        """(orders, blocks): how far each block's read coefficient stands out from the mean of its 8
+        neighbours in the band (sums units): the largest one's or, with `centre`, the one farthest
+        from it, then signed away from it.
+
+        The encoder moves that coefficient by 9 + 18 * bit - (value mod 36): -9 on average for a 0,
+        +9 for a 1. Lossy chroma coding blurs the lattice position away but keeps much of that step.
+        """
+        band = self.band
+        residual = np.stack([cv2.filter2D(plane, -1, _STANDOUT, borderType=cv2.BORDER_REFLECT) for plane in band])
+        if centre is None:
+            return _at_block_maximum(band, self.peak_sums, residual, self.grid)
+        away = band - np.float32(2 * centre)
+        key = np.abs(away)
+        return _at_block_maximum(key, _reduce(key, np.maximum), residual * np.sign(away), self.grid)
+
     def _exact_peak(self, order: np.ndarray, block: np.ndarray) -> np.ndarray:
         """pywt's own float LL maximum for the given (order, block) pairs."""
         _, height, width = self.u.shape
@@ -116,6 +143,35 @@ def _reduce(band: np.ndarray, pick: np.ufunc) -> np.ndarray:
     first = band[..., 0::4, :]  # row 0 of every block, without its first coefficient
     picked = pick(lower, pick(first[..., 1::4], pick(first[..., 2::4], first[..., 3::4])))
     return picked.reshape(*band.shape[:-2], -1)
+
+
+def _at_block_maximum(key: np.ndarray, maximum: np.ndarray, value: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+    """(..., blocks): `value` where `key` reaches its block's `maximum` among the 15 non-first entries
+    (the largest such value where several do)."""
+    rows, cols = grid
+    shape = (*key.shape[:-2], rows, BLOCK, cols, BLOCK)
+    peak = maximum.astype(key.dtype, copy=False).reshape(*key.shape[:-2], rows, 1, cols, 1)
+    chosen = np.where(key.reshape(shape) == peak, value.reshape(shape), np.float32(-np.inf))
+    return _reduce(chosen.reshape(key.shape), np.maximum)
+
+
+def _inverse_triangle(taps: int = 4) -> np.ndarray:
+    """The FIR that undoes a [1/8, 3/4, 1/8] blur: its response 3/4 + cos(w)/4 never falls below
+    1/2, so the inverse is short and stable."""
+    n = 256
+    inverse = np.fft.ifft(1 / (0.75 + 0.25 * np.cos(2 * np.pi * np.arange(n) / n))).real
+    kernel = np.concatenate([inverse[-taps:], inverse[: taps + 1]]).astype(np.float32)
+    kernel.flags.writeable = False
+    return kernel
+
+
+# libjpeg's and libwebp's "fancy" upsampling of 4:2:0 chroma (a [1/4, 3/4] triangle between the
+# stored samples) leaves each 2x2 pixel mean, so each LL coefficient, the stored sample blurred by
+# [1/8, 3/4, 1/8] along both axes; this undoes it.
+_UNBLUR = _inverse_triangle()
+# a coefficient less the mean of its 8 neighbours
+_STANDOUT = np.full((3, 3), -1 / 8, np.float32)
+_STANDOUT[1, 1] = 1
 
 
 def block_grid(height: int, width: int) -> tuple[int, int]:

@@ -43,6 +43,7 @@ from suite.audit.decode import (
     ChannelOrder,
     bit_layout,
     bits_from_votes,
+    blocks_of,
     read_blocks,
 )
 from suite.audit.defaults import DEFAULT_ALPHA
@@ -58,8 +59,9 @@ class Readings:
     """What one image's blocks say, per channel order (rows, in the order of `orders`)."""
 
     blocks: Blocks
-    paths: tuple[str, ...]  # reading paths: "uint8", then "float" when asked for
+    paths: tuple[str, ...]  # reading paths (PATHS), the float ones only when asked for
     soft: np.ndarray  # (paths, orders, blocks) soft votes
+    rgb: np.ndarray | None = None  # the decoded pixels, where the planes are not theirs
     _votes: dict[ChannelOrder, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -68,22 +70,30 @@ class Readings:
 
     def votes(self, order: ChannelOrder) -> np.ndarray:
         """The reference's per-block scores in one order; computed when first asked (only the
-        orders whose bits get reported ever are)."""
+        orders whose bits get reported ever are). Rebuilt planes take them from `rgb`, the pixels
+        the reference decoder would read, where given."""
         if order not in self._votes:
-            self._votes[order] = self.blocks.votes(self.orders.index(order))
+            if self.blocks.exact or self.rgb is None:
+                self._votes[order] = self.blocks.votes(self.orders.index(order))
+            else:
+                self._votes[order] = read_blocks(self.rgb, (order,)).votes(0)
         return self._votes[order]
 
     @classmethod
-    def of(cls, blocks: Blocks, float_path: bool) -> Readings:
+    def of(cls, blocks: Blocks, float_path: bool, rgb: np.ndarray | None = None) -> Readings:
+        """Soft votes on every reading path (PATHS; the float ones only with `float_path`); `rgb`
+        gives the reference's votes where the planes were rebuilt from stored chroma."""
         peak = blocks.peak_sums
         soft = _SOFT.__getitem__ if blocks.exact else lambda sums: soft_votes(sums / np.float32(2))
-        if not float_path:
-            return cls(blocks, ("uint8",), soft(peak[None]))
-        # twice the distance from 255 of the coefficient farthest from it: max(peak - 510, 510 - trough),
-        # written so that no uint16 goes negative (sums are at most 1020)
-        offset = peak.dtype.type(2 * FLOAT_OFFSET)
-        distance = np.maximum(peak, 2 * offset - blocks.trough_sums) - offset
-        return cls(blocks, ("uint8", "float"), soft(np.stack([peak, distance])))
+        rows = [soft(peak), impulse_votes(blocks.impulses()), soft_votes(blocks.unblurred_peak_sums / np.float32(2))]
+        if float_path:
+            # twice the distance from 255 of the coefficient farthest from it: max(peak - 510, 510 - trough),
+            # written so that no uint16 goes negative (sums are at most 1020)
+            offset = peak.dtype.type(2 * FLOAT_OFFSET)
+            rows += [soft(np.maximum(peak, 2 * offset - blocks.trough_sums) - offset)]
+            rows += [impulse_votes(blocks.impulses(FLOAT_OFFSET))]
+        paths = PATHS if float_path else PATHS[:-2]
+        return cls(blocks, paths, np.stack([row.astype(np.float64, copy=False) for row in rows]), rgb)
 
 
 @dataclass(frozen=True)
@@ -122,6 +132,16 @@ def soft_votes(value: np.ndarray) -> np.ndarray:
 
 # soft votes of every LL value, indexed by twice the value (sums of four uint8 pixels)
 _SOFT = soft_votes(np.arange(4 * 255 + 1) / 2.0)
+
+# Reading paths, in the order of Readings.soft's rows; the last two only for float-path schemes.
+PATHS = ("uint8", "impulse", "unblurred", "float", "float-impulse")
+# LL units at which an impulse vote saturates: the encoder's mean step is 9 (Blocks.impulses).
+IMPULSE_SCALE = 10.0
+
+
+def impulse_votes(impulses: np.ndarray) -> np.ndarray:
+    """+1 where the read coefficient stands below its neighbours (a 0 lowers it on average), -1 above."""
+    return -np.tanh(impulses / np.float32(2 * IMPULSE_SCALE))
 
 
 @lru_cache(maxsize=64)
@@ -181,7 +201,8 @@ def two_sided_p(z: float, dof: float) -> float:
 
 
 def paths_of(scheme: Scheme) -> tuple[str, ...]:
-    return ("uint8", "float") if scheme.float_path else ("uint8",)
+    """A scheme's reading paths: a prefix of PATHS, so its rows lead every Readings.soft."""
+    return PATHS if scheme.float_path else PATHS[:-2]
 
 
 def assess(scheme: Scheme, readings: Readings, alpha: float = DEFAULT_ALPHA) -> Evidence:
@@ -200,7 +221,11 @@ def assess(scheme: Scheme, readings: Readings, alpha: float = DEFAULT_ALPHA) -> 
     return Evidence(scheme, detected, p_value, z, path, bits_order, bits)
 
 
-def examine(rgb: np.ndarray, schemes: list[Scheme], alpha: float = DEFAULT_ALPHA) -> list[Evidence]:
-    """Every scheme's verdict for one RGB uint8 image, reading its blocks once per channel order."""
-    readings = Readings.of(read_blocks(rgb, ORDERS), any(scheme.float_path for scheme in schemes))
+def examine(
+    rgb: np.ndarray, schemes: list[Scheme], alpha: float = DEFAULT_ALPHA, u: np.ndarray | None = None
+) -> list[Evidence]:
+    """Every scheme's verdict for one RGB uint8 image, reading its blocks once per channel order;
+    from `u` (ORDERS, height, width) where given (readers.py), the bits still from `rgb`."""
+    blocks = read_blocks(rgb, ORDERS) if u is None else blocks_of(u, ORDERS)
+    readings = Readings.of(blocks, any(scheme.float_path for scheme in schemes), rgb)
     return [assess(scheme, readings, alpha) for scheme in schemes]

@@ -24,10 +24,11 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from suite.audit import searches
-from suite.audit.decode import block_grid, u_planes
+from suite.audit.decode import block_grid
 from suite.audit.defaults import DEFAULT_ALPHA, MAX_FILE_BYTES, MAX_PIXELS
 from suite.audit.detect import Evidence, examine
 from suite.audit.png import decode_rgb, read_chunks
+from suite.audit.readers import read_pixels
 from suite.watermark import MIN_PIXELS, SCHEMES, Scheme
 
 # Folders are searched for these; files named on the command line are read whatever their name.
@@ -204,7 +205,7 @@ def _classify(exc: Exception) -> AuditError:
     return AuditError("corrupt", f"{type(exc).__name__}: {text}")
 
 
-def _mark(evidence: Evidence) -> dict[str, Any]:
+def _mark(evidence: Evidence, reading: str) -> dict[str, Any]:
     scheme = evidence.scheme
     decoded = None
     if scheme.message is not None:
@@ -221,6 +222,7 @@ def _mark(evidence: Evidence) -> dict[str, Any]:
         "z": round(evidence.z, 3),
         "order": evidence.order,
         "path": evidence.path,
+        "reading": reading,
         "search": evidence.realignment.as_record() if evidence.realignment else None,
     }
 
@@ -275,14 +277,15 @@ def audit_bytes(data: bytes, options: AuditOptions, record: dict[str, Any]) -> d
             if rgb is None:
                 image.seek(0)
                 rgb = load_rgb(image)
+            pixels = read_pixels(rgb, image, data)
         except (OSError, ValueError, SyntaxError, EOFError) as exc:
             raise _classify(exc) from None
         finally:
             image.close()
-        evidence = examine(rgb, list(options.schemes), options.alpha)
+        evidence = examine(rgb, list(options.schemes), options.alpha, pixels.u)
         if searches.wanted(options.search, rgb.shape[1], rgb.shape[0]):
-            evidence = searches.reexamine(rgb, u_planes(rgb), evidence, options.alpha)
-        record["watermarks"] = [_mark(e) for e in evidence]
+            evidence = searches.reexamine(rgb, pixels.u, evidence, options.alpha)
+        record["watermarks"] = [_mark(e, pixels.reading) for e in evidence]
         record["status"] = "ok"
     except AuditError as exc:
         record["error"], record["error_kind"] = str(exc), exc.kind
