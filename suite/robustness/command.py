@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Mark clean images with each SD watermark (invisible-watermark itself), apply an attack matrix "
         "(JPEG, WebP, resizes, crops, colour, blur, noise, rotations, flips, combinations), audit every "
-        "attacked file with the audit's defaults, and report per attack the marks found (with 95 %% "
+        "attacked file with the audit's defaults, and report per attack the marks found (with 95 % "
         "intervals), the clean images flagged, the reference decoder's exact matches and the time per image."
     )
     parser.add_argument(
