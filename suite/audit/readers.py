@@ -80,7 +80,7 @@ def jpeg_chroma(image: Image.Image, data: bytes) -> tuple[np.ndarray, str] | Non
         return None
     half = Image.open(io.BytesIO(data))
     try:
-        half.draft("YCbCr", ((image.width + 1) // 2, (image.height + 1) // 2))
+        half.draft("YCbCr", (image.width // 2, image.height // 2))  # PIL picks scale 1/2; libjpeg rounds up
         if half.mode != "YCbCr" or half.size != ((image.width + 1) // 2, (image.height + 1) // 2):
             return None
         ycbcr = np.asarray(half, dtype=np.float32)

@@ -1,0 +1,127 @@
+"""The JPEG chroma reader against libjpeg's own planes, and marks found in JPEG and WebP files."""
+
+import io
+
+import audit_corpus
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from suite.audit.decode import ORDERS, u_planes
+from suite.audit.readers import chroma_layout, jpeg_chroma, read_pixels, u_from_chroma
+from suite.audit.scan import AuditOptions, audit_bytes, new_record
+from suite.watermark import SCHEMES, embed
+
+
+def encoded(image: Image.Image, kind: str = "JPEG", **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, kind, **options)
+    return buffer.getvalue()
+
+
+def opened(data: bytes) -> Image.Image:
+    return Image.open(io.BytesIO(data))
+
+
+@pytest.fixture(scope="module")
+def photo() -> Image.Image:
+    return audit_corpus.fit(audit_corpus.photo("astronaut"), (512, 512))
+
+
+def test_u_of_both_orders_follows_from_jfif_chroma():
+    # PIL's RGB->YCbCr is JFIF's; OpenCV's U for each encoder order must follow from Cb and Cr alone
+    rgb = np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    ycbcr = np.asarray(Image.fromarray(rgb).convert("YCbCr"), dtype=np.float32)
+    rebuilt = u_from_chroma(ycbcr[..., 1], ycbcr[..., 2])
+    exact = np.stack(
+        [cv2.cvtColor(rgb.astype(np.float32), code)[..., 1] for code in (cv2.COLOR_RGB2YUV, cv2.COLOR_BGR2YUV)]
+    )
+    exact += 128 - 0.5  # OpenCV centres float U on 0.5, uint8 U on 128
+    assert np.abs(rebuilt - exact).max() < 1.3  # PIL rounds Cb and Cr to integers
+
+
+def test_layouts_are_read_from_the_file(photo):
+    assert chroma_layout(opened(encoded(photo, quality=90))) == "420"  # PIL's default
+    assert chroma_layout(opened(encoded(photo, quality=90, subsampling=1))) == "422"
+    assert chroma_layout(opened(encoded(photo, quality=90, subsampling=0))) == "444"
+    assert chroma_layout(opened(encoded(photo.convert("L"), quality=90))) is None
+    assert chroma_layout(opened(encoded(photo.convert("CMYK"), quality=90))) is None
+    assert chroma_layout(opened(encoded(photo, "PNG"))) is None
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"progressive": True}, {"restart_marker_blocks": 4}, {"subsampling": 1}],
+    ids=["baseline", "progressive", "restart-markers", "422"],
+)
+def test_stored_chroma_is_the_mean_of_each_block_of_u(photo, options):
+    # at quality 100 the stored 4:2:0 plane is the 2x2 mean of what was encoded, up to rounding:
+    # the rebuilt U must equal the mean of the pixels' own U over each 2x2 block (both orders)
+    data = encoded(photo, quality=100, **options)
+    u, layout = jpeg_chroma(opened(data), data)
+    assert layout == ("422" if options.get("subsampling") == 1 else "420")
+    assert u.shape == (2, 512, 512) and u.dtype == np.float32
+    truth = u_planes(np.asarray(photo)).astype(np.float32)
+    means = truth.reshape(2, 256, 2, 256, 2).mean(axis=(2, 4))
+    assert np.abs(u[:, 0::2, 0::2] - means).mean() < 1.0
+    assert np.array_equal(u[:, 0::2, 0::2], u[:, 1::2, 1::2])  # each sample fills its 2x2 pixels
+
+
+def test_odd_sizes_and_what_has_no_stored_chroma_read_from_pixels(photo):
+    odd = photo.crop((0, 0, 301, 277))
+    data = encoded(odd, quality=95)
+    image = opened(data)
+    pixels = read_pixels(np.asarray(image.convert("RGB")), image, data)
+    assert pixels.reading == "jpeg-420" and pixels.u.shape == (2, 277, 301)
+    for data in (encoded(photo, quality=95, subsampling=0), encoded(photo, "WEBP", quality=90), encoded(photo, "PNG")):
+        image = opened(data)
+        rgb = np.asarray(image.convert("RGB"))
+        pixels = read_pixels(rgb, image, data)
+        assert pixels.reading == "pixels"
+        assert np.array_equal(pixels.u, u_planes(rgb, ORDERS))
+
+
+def _found(data: bytes, scheme: str) -> tuple[bool, dict]:
+    record = audit_bytes(data, AuditOptions(search="never", metadata=False), new_record(path="x"))
+    assert record["status"] == "ok", record["error"]
+    by_scheme = {mark["scheme"]: mark for mark in record["watermarks"]}
+    others = [name for name, mark in by_scheme.items() if mark["detected"] and name != scheme]
+    assert not others, f"{others} detected in an image marked {scheme}"
+    return by_scheme[scheme]["detected"], by_scheme[scheme]
+
+
+@pytest.fixture(scope="module")
+def photos() -> list[Image.Image]:
+    return [audit_corpus.fit(audit_corpus.photo(name), (512, 512)) for name in audit_corpus.PHOTOS]
+
+
+@pytest.mark.parametrize(
+    ("kind", "options", "at_least"),
+    [("JPEG", {"quality": 95}, 0.85), ("JPEG", {"quality": 90}, 0.4), ("WEBP", {"quality": 90}, 0.9)],
+    ids=["jpeg95-420", "jpeg90-420", "webp90"],
+)
+def test_marks_survive_lossy_chroma(photos, kind, options, at_least):
+    hits, readings = [], set()
+    for image in photos:
+        for scheme in SCHEMES:
+            found, mark = _found(encoded(embed(image, scheme), kind, **options), scheme)
+            hits.append(found)
+            readings.add(mark["reading"])
+            assert mark["bits"] and set(mark["bits"]) <= {"0", "1"}
+    print(f"{kind} {options}: {np.mean(hits):.0%} of {len(hits)}")
+    assert readings == {"jpeg-420" if kind == "JPEG" else "pixels"}
+    assert np.mean(hits) >= at_least
+
+
+def test_clean_jpeg_and_webp_are_not_flagged(clean_images):
+    p_values = []
+    for _, image in clean_images:
+        for kind, quality in (("JPEG", 95), ("JPEG", 75), ("WEBP", 90), ("WEBP", 75)):
+            record = audit_bytes(
+                encoded(image, kind, quality=quality), AuditOptions(search="never"), new_record(path="x")
+            )
+            for mark in record["watermarks"]:
+                assert not mark["detected"], (kind, quality, mark["scheme"], mark["p_value"])
+                p_values.append(mark["p_value"])
+    assert np.mean(np.array(p_values) < 0.05) <= 0.08
