@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from suite.capacity import probes_run
+from suite.errors import UsageError
 from suite.scenario import Scenario
 from suite.spreadsheet import neutralise, restore
 
@@ -206,6 +207,25 @@ def flatten(record: dict[str, Any]) -> dict[str, Any]:
     return {c: _cell(row.get(c)) for c in COLUMNS}
 
 
+class ResultsError(UsageError, ValueError):
+    """A results.jsonl that holds something other than bench records; the message names the line."""
+
+
+def record_problem(record: Any) -> str | None:
+    """What keeps `record` from being a bench record (the fields every reader uses), or None."""
+    if not isinstance(record, dict):
+        return "not a JSON object"
+    if record.get("status") not in STATUSES:
+        return f"status {record.get('status')!r} is not one of {', '.join(STATUSES)}"
+    if not isinstance(record.get("scenario"), dict) or not isinstance(record["scenario"].get("name"), str):
+        return "no scenario name"
+    try:
+        flatten(record)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
 def _capacity_cells(capacity: dict[str, Any] | None) -> dict[str, Any]:
     if not capacity:
         return {}
@@ -252,15 +272,29 @@ class ResultsStore:
         self.images = self.run_dir / "images"
 
     def records(self) -> list[dict[str, Any]]:
-        """Every complete record; a line torn by a kill in mid-write is ignored."""
+        """Every complete record. The last line, when a kill tore it in mid-write (no newline after
+        it), is dropped; anything else that is not a record is a ResultsError naming its line."""
         if not self.jsonl.exists():
             return []
+        try:
+            text = self.jsonl.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise ResultsError(f"{self.jsonl}: not UTF-8 text (byte {exc.start}): not a bench run's results") from None
+        lines = text.splitlines()
         out = []
-        for line in self.jsonl.read_text(encoding="utf-8").splitlines():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
+        for n, line in enumerate(lines, 1):
+            if not line.strip():
                 continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                if n == len(lines) and not text.endswith("\n"):
+                    break  # torn by a kill while it was written
+                raise ResultsError(f"{self.jsonl}:{n}: not a JSON record ({exc.msg}); remove the line") from None
+            problem = record_problem(record)
+            if problem:
+                raise ResultsError(f"{self.jsonl}:{n}: not a bench record ({problem}); remove the line")
+            out.append(record)
         return out
 
     def done(self) -> set[str]:
@@ -304,4 +338,12 @@ def load_records(run_dir: str | Path) -> list[dict[str, Any]]:
 
 def load_environment(run_dir: str | Path) -> dict[str, Any]:
     path = Path(run_dir) / "environment.json"
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    if not path.exists():
+        return {}
+    try:
+        environment = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ResultsError(f"{path}: not the JSON a bench run writes ({exc}); remove it or the run") from None
+    if not isinstance(environment, dict):
+        raise ResultsError(f"{path}: not the JSON object a bench run writes; remove it or the run")
+    return environment

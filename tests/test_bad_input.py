@@ -101,3 +101,126 @@ def test_ctrl_c_stops_an_audit_without_worker_tracebacks(tmp_path):
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
     assert err.strip().splitlines()[-1] == "sdsuite audit: interrupted"
     assert all(json.loads(line)["status"] == "ok" for line in out.read_text().splitlines())
+
+
+@pytest.fixture
+def bench_run(tmp_path) -> Path:
+    from report_inputs import write_run
+
+    return write_run(tmp_path / "runs", scenarios=3)
+
+
+@pytest.fixture
+def audit_jsonl(capsys, image, tmp_path) -> Path:
+    out = tmp_path / "audit.jsonl"
+    assert main(["audit", str(image), "--format", "jsonl", "-o", str(out), "--workers", "1"]) == 0
+    capsys.readouterr()
+    return out
+
+
+def test_report_never_opens_a_fifo(audit_jsonl, image, bench_run):
+    image.unlink()
+    os.mkfifo(image)  # the audited image became a pipe: reading it would block forever
+    first = next((bench_run / "images").iterdir())
+    first.unlink()
+    os.mkfifo(first)
+    for source in (audit_jsonl, bench_run):
+        proc = sdsuite("report", str(source), "-o", str(source.parent / "r.html"))
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("where", ["folder", "/dev/full", "missing/r.html", "input"])
+def test_report_output_that_cannot_be_written_is_one_line(capsys, audit_jsonl, tmp_path, where):
+    output = {"folder": tmp_path, "missing/r.html": tmp_path / "missing/r.html", "input": audit_jsonl}.get(where, where)
+    before = digest(audit_jsonl)
+    code, _, err = run(capsys, "report", audit_jsonl, "-o", output)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and str(output) in err
+    assert digest(audit_jsonl) == before and not list(tmp_path.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize(
+    ("appended", "words"),
+    [
+        ("42\n", "results.jsonl:4: not a bench record (not a JSON object)"),
+        ('{"status": 5}\n', "results.jsonl:4: not a bench record (status 5 is not one of"),
+        ('{"status": "ok", "scenario": {"name": "x"}}\n', "results.jsonl:4: not a bench record (KeyError"),
+        ('{"torn": \n{"status": "ok"}\n', "results.jsonl:4: not a JSON record"),
+        ("\xff\n", "results.jsonl: not UTF-8 text"),
+    ],
+)
+def test_report_of_a_damaged_results_file_names_the_line(capsys, bench_run, appended, words):
+    with open(bench_run / "results.jsonl", "a", encoding="latin-1") as f:
+        f.write(appended)
+    for command in (["report", bench_run], ["compare", bench_run, bench_run]):
+        code, _, err = run(capsys, *command)
+        assert code == 2 and words in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_torn_last_line_is_still_dropped(capsys, bench_run):
+    with open(bench_run / "results.jsonl", "a") as f:
+        f.write('{"status": "ok", "scen')
+    code, _, _ = run(capsys, "report", bench_run, "-o", bench_run / "r.html")
+    assert code == 0
+
+
+@pytest.mark.parametrize(
+    ("line", "words"),
+    [
+        ('{"path": "a.png", "status": 5}', "record 2 is not an audit record (status 5"),
+        ('{"path": "a.png", "status": "ok", "watermarks": [1]}', "record 2 is not an audit record (watermarks"),
+        ("42", "record 2 is not an audit record (not a JSON object)"),
+    ],
+)
+def test_report_of_a_damaged_audit_names_the_record(capsys, audit_jsonl, line, words):
+    with open(audit_jsonl, "a") as f:
+        f.write(line + "\n")
+    code, _, err = run(capsys, "report", audit_jsonl)
+    assert code == 2 and words in err
+
+
+def test_report_of_a_non_utf8_audit_names_the_file(capsys, audit_jsonl):
+    with open(audit_jsonl, "ab") as f:
+        f.write(b"\xff\n")
+    code, _, err = run(capsys, "report", audit_jsonl)
+    assert code == 2 and f"{audit_jsonl}: not UTF-8 text" in err
+
+
+def test_report_positional_argument_has_help(capsys):
+    with pytest.raises(SystemExit):
+        main(["report", "--help"])
+    assert "bench run directories" in capsys.readouterr().out
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that claims `width` x `height` pixels (a decompression bomb's header) with one empty row."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b"")
+
+
+def test_watermark_embed_never_opens_a_fifo(tmp_path):
+    os.mkfifo(tmp_path / "fifo.png")
+    proc = sdsuite("watermark", "embed", "--scheme", "sd-v1", str(tmp_path / "fifo.png"), str(tmp_path / "o.png"))
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and "not a regular file" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("case", ["bomb", "folder", "o.xyz", "no-extension", "missing/o.png", "same-as-input"])
+def test_watermark_embed_refuses_what_it_cannot_do(capsys, image, tmp_path, case):
+    source, output = image, tmp_path / "o.png"
+    if case == "bomb":
+        source = tmp_path / "bomb.png"
+        source.write_bytes(png_header(60000, 60000))
+    else:
+        outputs = {"folder": tmp_path, "same-as-input": image, "no-extension": tmp_path / "o"}
+        output = outputs.get(case, tmp_path / case)
+    before = digest(image)
+    code, _, err = run(capsys, "watermark", "embed", "--scheme", "sd-v1", source, output)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert digest(image) == before and not (tmp_path / "missing").exists()

@@ -56,5 +56,5 @@ def test_watermark_embed_command(tmp_path, capsys):
     out = tmp_path / "out.png"
     assert main(["watermark", "embed", "--scheme", "sd-v1", str(src), str(out)]) == 0
     assert _reference_decode(Image.open(out), 136) == b"StableDiffusionV1"
-    assert main(["watermark", "embed", "--scheme", "sd-v1", str(tmp_path / "missing.png"), str(out)]) == 1
+    assert main(["watermark", "embed", "--scheme", "sd-v1", str(tmp_path / "missing.png"), str(out)]) == 2
     assert "missing.png" in capsys.readouterr().err

@@ -9,13 +9,24 @@ import time
 from pathlib import Path
 from typing import Any
 
+from suite.safe_files import refuse_overwriting, replaced_on_success
+
+AUDIT_STATUSES = ("ok", "too_small", "error")
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Build one self-contained HTML file (opens from disk, no network) from bench run directories "
         "or from an audit's JSONL output."
     )
-    parser.add_argument("inputs", nargs="+", type=Path, metavar="RUN_DIR|AUDIT.jsonl")
+    parser.add_argument(
+        "inputs",
+        nargs="+",
+        type=Path,
+        metavar="RUN_DIR|AUDIT.jsonl",
+        help="bench run directories (each holding results.jsonl), compared side by side; or one audit's "
+        "--format jsonl/json output",
+    )
     parser.add_argument(
         "-o", "--output", type=Path, help="HTML file to write (default: report.html in the first run directory)"
     )
@@ -28,7 +39,10 @@ def read_audit(path: Path) -> list[dict[str, Any]]:
     record; anything else that is not an audit record is an error, so a wrong file is not
     reported as an empty audit.
     """
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text (byte {exc.start}): not an audit's JSONL output") from None
     if text.lstrip().startswith("["):
         try:
             records = json.loads(text)
@@ -44,20 +58,60 @@ def read_audit(path: Path) -> list[dict[str, Any]]:
                 if n == len(lines) and not text.endswith("\n"):
                     break
                 raise ValueError(f"{path}:{n}: not a JSON record ({exc.msg})") from None
+    if not isinstance(records, list):
+        raise ValueError(f"{path}: not a JSON array of audit records")
     for n, record in enumerate(records, 1):
-        if not isinstance(record, dict) or "path" not in record or "status" not in record:
-            raise ValueError(f"{path}: record {n} is not an audit record (sdsuite audit --format jsonl)")
+        problem = audit_record_problem(record)
+        if problem:
+            raise ValueError(
+                f"{path}: record {n} is not an audit record ({problem}): sdsuite audit --format jsonl writes them"
+            )
     return records
+
+
+def audit_record_problem(record: Any) -> str | None:
+    """What keeps `record` from being an audit record the report can show, or None."""
+    if not isinstance(record, dict):
+        return "not a JSON object"
+    if not isinstance(record.get("path"), str):
+        return "no path"
+    if record.get("status") not in AUDIT_STATUSES:
+        return f"status {record.get('status')!r} is not one of {', '.join(AUDIT_STATUSES)}"
+    marks = record.get("watermarks") or []
+    if not isinstance(marks, list) or not all(_is_mark(m) for m in marks):
+        return "watermarks is not a list of scheme results"
+    if not isinstance(record.get("metadata") or {}, dict):
+        return "metadata is not an object"
+    for key in ("width", "height"):
+        if not isinstance(record.get(key), int | None) or isinstance(record.get(key), bool):
+            return f"{key} is not a number of pixels"
+    return None
+
+
+def _is_mark(mark: Any) -> bool:
+    return (
+        isinstance(mark, dict)
+        and isinstance(mark.get("scheme"), str)
+        and isinstance(mark.get("p_value"), int | float | None)
+        and isinstance(mark.get("bit_accuracy"), int | float | None)
+        and isinstance(mark.get("search"), dict | None)
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from suite.report.html import audit_report, bench_report
+    from suite.report.robustness import is_robustness, read_records
+    from suite.report.robustness import report as robustness_report
     from suite.report.runs import load_run
 
     t0 = time.perf_counter()
     audits = [p for p in args.inputs if p.is_file()]
     try:
-        if audits:
+        if len(args.inputs) == 1 and is_robustness(args.inputs[0]):
+            source = args.inputs[0]
+            document = robustness_report(read_records(source), str(source))
+            default = (source if source.is_dir() else source.parent) / "report.html"
+        elif audits:
             if len(args.inputs) > 1:
                 print("sdsuite report: give either run directories or one audit JSONL file", file=sys.stderr)
                 return 2
@@ -71,7 +125,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"sdsuite report: {exc}", file=sys.stderr)
         return 2
     out = args.output or default
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(document, encoding="utf-8")
+    refuse_overwriting(out, [*audits, *(p / "results.jsonl" for p in args.inputs)])
+    with replaced_on_success(out) as handle:
+        handle.write(document)
     print(f"{out}  ({len(document) / 1e6:.1f} MB, built in {time.perf_counter() - t0:.1f} s)")
     return 0

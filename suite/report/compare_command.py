@@ -21,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         a, b = load_run(args.a), load_run(args.b)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         print(f"sdsuite compare: {exc}", file=sys.stderr)
         return 2
     print(format_table(a, b, compare_runs(a, b)))

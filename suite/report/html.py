@@ -24,6 +24,7 @@ from suite.report.checks import MarkCheck, audit_image, file_verdict, mark_check
 from suite.report.compare import compare_runs
 from suite.report.markup import badge, e, fmt, page, quality_cell, svg_figure, table, td
 from suite.report.runs import Run
+from suite.safe_files import is_regular_file
 
 THUMBNAIL_PX = 160
 
@@ -36,6 +37,8 @@ def thumbnail(path: str | Path, size: int = THUMBNAIL_PX) -> str | None:
     """
     from PIL import Image
 
+    if not is_regular_file(path):
+        return None  # a pipe would never end, a device never be an image
     try:
         with Image.open(path) as image:
             if image.width * image.height > MAX_PIXELS:
