@@ -6,29 +6,36 @@ Cutting x pixels off the left and y off the top moves the 8x8 grid the mark live
 (r * C + c + s) mod L for some shift s: only C mod L and s matter. The evidence is all still
 there; the aligned reader just looks at the wrong blocks.
 
-For each of the 64 grid offsets and each channel order and reading path, the centred soft votes
-(detect.py) are summed into an L x L table by (r mod L, c mod L). Its 2-D DFT holds the spectrum
-of the per-bit sums D for every C at once (entry (C*k mod L, k)), and one inverse FFT per C
-gives T for every shift s. The strongest T is scored as the aligned test scores its T: against
-the other shifts, once the fitted message is removed from them (detect.z_scores does the same
-with explicit decoys; at offset 0, the image's own C and s = 0 it gives the same z). Original
-widths are taken to be multiples of 64 from 256 to 2048 pixels, as every SD model's outputs are,
-and the p-value is Bonferroni-corrected over every (offset, order, path, C, s) tried.
+The 64 grid offsets share their pixels: an LL coefficient is the sum of a 2x2 pixel square, so
+the 2x2 sums at every pixel hold the LL bands of all of them, and the value a block at (y, x)
+reads (its largest non-first coefficient) is a sliding maximum over those sums. One pass gives
+every offset's soft votes (on the readings of votes.py). For each offset, channel order and reading, the centred votes are summed into
+an L x L table by (r mod L, c mod L). Its 2-D DFT holds the spectrum of the per-bit sums D for
+every C at once (entry (C*k mod L, k)), and one inverse FFT per C gives T for every shift s. The
+strongest T is scored as the aligned test scores its T: against the other shifts, once the fitted
+message is removed from them (detect.z_scores does the same with explicit decoys; at offset 0,
+the image's own C and s = 0 it gives the same z). Original widths are multiples of 64 from 256 to
+2048 pixels, as every SD model's outputs are, and at least the image's own width; the p-value is
+Bonferroni-corrected over every (offset, order, reading, C mod L, s) tried.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+import scipy.fft
 
-from suite.audit.decode import ORDERS, ChannelOrder, blocks_of
-from suite.audit.detect import Readings, degrees_of_freedom, paths_of, two_sided_p
+from suite.audit import votes
+from suite.audit.decode import ORDERS, ChannelOrder
+from suite.audit.detect import degrees_of_freedom, two_sided_p
 from suite.watermark import Scheme
 
 ORIGINAL_WIDTHS = range(256, 2049, 64)  # pixels: where a cropped image may have come from (heights too)
 GRID = 8  # pixels per block side: the offsets tried are 0..7 in each direction
+ROW_STEP = math.gcd(ORIGINAL_WIDTHS.start, ORIGINAL_WIDTHS.step) // GRID  # every C is a multiple of this
 
 
 @dataclass(frozen=True)
@@ -42,74 +49,149 @@ class CropEvidence:
     offset: tuple[int, int]  # (rows, columns) of the first whole block of the grid, in pixels
 
 
+def row_lengths(length: int, width: int) -> np.ndarray:
+    """The distinct C mod L of the originals a `width`-pixel crop can come from."""
+    blocks = [original // GRID for original in ORIGINAL_WIDTHS if original >= width]
+    return np.array(sorted({c % length for c in blocks}), dtype=np.intp)
+
+
+def tests_per_scheme(scheme: Scheme, width: int, orders: int = len(ORDERS)) -> int:
+    """Alignments the search tries for one scheme in a `width`-pixel image: what its p-value is
+    corrected over."""
+    return (
+        GRID * GRID * orders * len(votes.readings_of(scheme)) * row_lengths(scheme.length, width).size * scheme.length
+    )
+
+
 @lru_cache(maxsize=64)
-def _alignments(bits: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The row lengths C mod L tried, the message's spectrum and its circular autocorrelation."""
-    length = len(bits)
+def _message(bits: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """The message's half spectrum and its circular autocorrelation."""
     y = 1.0 - 2.0 * np.asarray(bits, dtype=np.float64)
-    spectrum = np.fft.fft(y)
-    autocorrelation = np.fft.ifft(np.abs(spectrum) ** 2).real
-    rows = np.array(sorted({(width // GRID) % length for width in ORIGINAL_WIDTHS}))
-    for array in (rows, spectrum, autocorrelation):
+    spectrum = np.fft.rfft(y)
+    autocorrelation = np.fft.irfft(np.abs(spectrum) ** 2, n=y.size)
+    for array in (spectrum, autocorrelation):
         array.flags.writeable = False
-    return rows, spectrum, autocorrelation
+    return spectrum, autocorrelation
 
 
-def tests_per_scheme(scheme: Scheme, orders: int = len(ORDERS)) -> int:
-    """Alignments the search tries for one scheme: what its p-value is corrected over."""
-    return GRID * GRID * orders * len(paths_of(scheme)) * len(_alignments(scheme.bits)[0]) * scheme.length
+def _block_extremes(u: np.ndarray, pick: np.ufunc) -> np.ndarray:
+    """(orders, height - 7, width - 7): twice the value the block whose first pixel is (y, x)
+    reads, `pick` (np.maximum: the largest; np.minimum: the smallest) over its 15 non-first LL
+    coefficients. Coefficient (m, n) of that block is the sum of the 2x2 pixels at (y + 2m, x + 2n)."""
+    pixels = u.astype(np.float32, copy=False)
+    pairs = pixels[:, :-1] + pixels[:, 1:]
+    sums = pairs[..., :-1] + pairs[..., 1:]  # 2x2 sums, top-left pixel (y, x)
+    rows, cols = sums.shape[1] - 6, sums.shape[2] - 6
+    right = pick(pick(sums[..., 2 : 2 + cols], sums[..., 4 : 4 + cols]), sums[..., 6 : 6 + cols])  # n = 1..3
+    whole = pick(right, sums[..., :cols])  # n = 0..3
+    lower = pick(pick(whole[:, 2 : 2 + rows], whole[:, 4 : 4 + rows]), whole[:, 6 : 6 + rows])  # m = 1..3
+    return pick(right[:, :rows], lower)
 
 
-def _strongest(soft: np.ndarray, grid: tuple[int, int], scheme: Scheme) -> tuple[float, int]:
-    """z of the strongest alignment of soft votes (tests, blocks), and the test it was found in."""
+def _votes(u: np.ndarray, float_reading: bool) -> np.ndarray:
+    """(readings, orders, height - 7, width - 7) soft votes of the block whose first pixel is at each pixel."""
+    return votes.soft(_block_extremes(u, np.maximum), _block_extremes(u, np.minimum) if float_reading else None)
+
+
+def _grids(votes: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The votes as (readings, orders, 8, 8, rows, cols) blocks per grid offset, zero where a block
+    is not whole, and which rows and columns are whole per offset: (8, rows), (8, cols)."""
+    rows, cols = height // GRID, width // GRID
+    grids = np.zeros((*votes.shape[:2], rows * GRID, cols * GRID), np.float32)
+    kept = votes[..., : rows * GRID, : cols * GRID]
+    grids[..., : kept.shape[2], : kept.shape[3]] = kept
+    grids = grids.reshape(*votes.shape[:2], rows, GRID, cols, GRID).transpose(0, 1, 3, 5, 2, 4)
+    whole_rows = np.arange(rows)[None, :] < ((height - np.arange(GRID)) // GRID)[:, None]
+    whole_cols = np.arange(cols)[None, :] < ((width - np.arange(GRID)) // GRID)[:, None]
+    return grids, whole_rows, whole_cols
+
+
+def _fold(values: np.ndarray, length: int, axis: int) -> np.ndarray:
+    """Sum `values` along `axis` by index mod `length` (blocks r and r + L carry the same bits)."""
+    axis %= values.ndim
+    if values.shape[axis] <= length:
+        return values
+    index = [slice(None)] * values.ndim
+    index[axis] = slice(0, length)
+    folded = values[tuple(index)].copy()
+    for start in range(length, values.shape[axis], length):
+        index[axis] = slice(start, start + length)
+        part = values[tuple(index)]
+        index[axis] = slice(0, part.shape[axis])
+        folded[tuple(index)] += part
+    return folded
+
+
+def _sum_spectra(
+    grids: np.ndarray, whole_rows: np.ndarray, whole_cols: np.ndarray, length: int, lengths: np.ndarray
+) -> np.ndarray:
+    """(tests, C, L // 2 + 1): the half spectrum of the per-bit sums of centred votes D, for each
+    test (reading, order, offset) and row length C.
+
+    Each offset's votes are summed into a table by (r mod P, c mod L): every C is a multiple of
+    ROW_STEP, so r * C mod L repeats after P = L / gcd(L, ROW_STEP) rows. Entry ((C / g) * k mod P, k)
+    of the table's 2-D DFT is D's k-th coefficient for row length C. Centring subtracts the
+    offset's mean vote times the same entry of its table of block counts, whose DFT is that of its
+    whole rows times that of its whole columns.
+    """
+    step = math.gcd(length, ROW_STEP)
+    period = length // step
+    k = np.arange(length // 2 + 1)
+    rows = (lengths[:, None] // step * k) % period  # (C, k)
+    table = _fold(_fold(grids, period, -2), length, -1)
+    spectrum = scipy.fft.fft(scipy.fft.rfft(table, n=length, axis=-1), n=period, axis=-2)
+    sums = spectrum[..., rows, k]  # (..., 8, 8, C, k)
+    row_spectrum = scipy.fft.fft(_fold(whole_rows.astype(np.float32), period, -1), n=period)[:, rows]  # (8, C, k)
+    col_spectrum = scipy.fft.rfft(_fold(whole_cols.astype(np.float32), length, -1), n=length)  # (8, k)
+    blocks = whole_rows.sum(axis=1)[:, None] * whole_cols.sum(axis=1)[None, :]  # (8, 8)
+    mean = grids.sum(axis=(-2, -1)) / np.maximum(blocks, 1)  # (..., 8, 8)
+    counts = row_spectrum[:, None] * col_spectrum[None, :, None, :]  # (8, 8, C, k)
+    sums -= mean[..., None, None] * counts
+    return sums.reshape(-1, *sums.shape[-2:])
+
+
+def _strongest(sums: np.ndarray, scheme: Scheme) -> np.ndarray:
+    """z of the strongest shift s of each (test, C), from D's half spectra (tests, C, k)."""
     length = scheme.length
-    row_lengths, spectrum, autocorrelation = _alignments(scheme.bits)
-    rows, cols = grid
-    r, c = np.divmod(np.arange(rows * cols), cols)
-    cell = (r % length) * length + (c % length)
-    centred = soft - soft.mean(axis=1, keepdims=True)  # the image's own bias goes, as in z_scores
-    table = np.stack([np.bincount(cell, weights=row, minlength=length * length) for row in centred])
-    table_spectrum = np.fft.fft2(table.reshape(-1, length, length))
-    k = np.arange(length)
-    sums_spectrum = table_spectrum[:, (row_lengths[:, None] * k) % length, k]  # (tests, C, L)
-    t = np.fft.ifft(np.conj(sums_spectrum) * spectrum, axis=-1).real  # T for every shift s
+    message, autocorrelation = _message(scheme.bits)
+    t = scipy.fft.irfft(np.conj(sums) * message, n=length, axis=-1)  # T for every shift s
     best = np.abs(t).argmax(axis=-1)
     peak = np.take_along_axis(t, best[..., None], axis=-1)
     # the other shifts, less what the fitted message puts into them, are the decoys
-    fitted = (peak / length) * autocorrelation[(k[None, None, :] - best[..., None]) % length]
-    decoys = t - fitted
+    decoys = t - (peak / length) * autocorrelation[(np.arange(length) - best[..., None]) % length]
     np.put_along_axis(decoys, best[..., None], 0.0, axis=-1)
     scale = np.sqrt(np.sum(decoys**2, axis=-1) / max(length - 1, 1))
-    z = np.where(scale > 1e-9 * np.maximum(1.0, np.abs(peak[..., 0])), peak[..., 0] / np.maximum(scale, 1e-300), 0.0)
-    strongest = np.unravel_index(int(np.abs(z).argmax()), z.shape)
-    return float(z[strongest]), int(strongest[0])
+    peak = peak[..., 0]
+    return np.where(scale > 1e-9 * np.maximum(1.0, np.abs(peak)), peak / np.maximum(scale, 1e-300), 0.0)
 
 
 def search(u: np.ndarray, schemes: list[Scheme]) -> list[CropEvidence | None]:
     """Every scheme's strongest alignment over the 64 grid offsets of an image's U planes
     (orders, height, width), in decode.ORDERS; None for all where the image is larger than any SD
-    output it could be cut from."""
-    if max(u.shape[1:]) > ORIGINAL_WIDTHS[-1]:
+    output it could be cut from or smaller than one block."""
+    orders, height, width = u.shape
+    if max(height, width) > ORIGINAL_WIDTHS[-1] or min(height, width) < GRID:
         return [None] * len(schemes)
-    float_path = any(scheme.float_path for scheme in schemes)
-    best: list[tuple[float, int, tuple[int, int]]] = [(0.0, 0, (0, 0))] * len(schemes)
-    for dy in range(GRID):
-        for dx in range(GRID):
-            blocks = blocks_of(u[:, dy:, dx:], ORDERS)
-            if blocks.grid[0] * blocks.grid[1] == 0:
-                continue
-            readings = Readings.of(blocks, float_path)
-            for i, scheme in enumerate(schemes):
-                used = len(paths_of(scheme))
-                if blocks.grid[0] * blocks.grid[1] < scheme.length:
-                    continue
-                soft = readings.soft[:used].reshape(-1, readings.soft.shape[-1])
-                z, test = _strongest(soft, blocks.grid, scheme)
-                if abs(z) > abs(best[i][0]):
-                    best[i] = (z, test, (dy, dx))
-    evidence = []
-    for scheme, (z, test, offset) in zip(schemes, best, strict=True):
-        p_value = min(1.0, two_sided_p(z, degrees_of_freedom(scheme.bits)) * tests_per_scheme(scheme))
-        path, order = divmod(test, len(ORDERS))
-        evidence.append(CropEvidence(z, p_value, ORDERS[order], paths_of(scheme)[path], offset))
+    float_reading = any(scheme.float_path for scheme in schemes)
+    grids, whole_rows, whole_cols = _grids(_votes(u, float_reading), height, width)
+    evidence: list[CropEvidence | None] = []
+    for scheme in schemes:
+        readings = votes.readings_of(scheme)
+        lengths = row_lengths(scheme.length, width)
+        if whole_rows[0].sum() * whole_cols[0].sum() < scheme.length:
+            evidence.append(None)
+            continue
+        z = _strongest(_sum_spectra(grids[: len(readings)], whole_rows, whole_cols, scheme.length, lengths), scheme)
+        strongest = np.unravel_index(int(np.abs(z).argmax()), z.shape)
+        reading, order, dy, dx = np.unravel_index(strongest[0], (len(readings), orders, GRID, GRID))
+        p_value = two_sided_p(float(z[strongest]), degrees_of_freedom(scheme.bits))
+        evidence.append(
+            CropEvidence(
+                float(z[strongest]),
+                min(1.0, p_value * tests_per_scheme(scheme, width, orders)),
+                ORDERS[order],
+                readings[reading],
+                (int(dy), int(dx)),
+            )
+        )
     return evidence

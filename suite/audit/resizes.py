@@ -2,13 +2,15 @@
 
 A resize resamples every 8x8 block, and the aligned test then finds nothing. But dwtDct marks
 the lowest frequencies of each block, and resizing back to the original size restores most of
-them: an sd-v1 mark's z of 70 is about 52 after a resize to x0.75 and back. Only the U planes
-are resized back: resampling is linear, like the conversion from RGB to U. Bicubic when
-enlarging and pixel-area averaging when shrinking find as many marks as Lanczos on the test
-corpus, at half the cost. The candidate originals are the sizes SD models output: sides that are
+them: an sd-v1 mark's z of 70 is about 52 after a resize to x0.75 and back. Only what the test
+reads is rebuilt: the LL band of U at the original size, which is U resized by pixel-area
+averaging to half that size (an LL coefficient is twice the mean of a 2x2 pixel square, and area
+averages compose exactly). Resampling is linear like the conversion from RGB to U, so the U planes
+are resized, not the pixels. The candidate originals are the sizes SD models output: sides that are
 multiples of 64 from 256 to 1536 pixels, at most 1.6 MP, with the aspect ratio the image has
-within its rounding, and a scale between 1/4 and 4. The p-value is Bonferroni-corrected over
-the candidates tried.
+within its rounding, and a scale between 1/2 and 2 (each candidate costs its area, and larger
+scales were seldom found anyway). The p-value is Bonferroni-corrected over every candidate,
+channel order and reading tried.
 """
 
 from __future__ import annotations
@@ -19,22 +21,24 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from suite.audit.decode import ORDERS, blocks_of
-from suite.audit.defaults import DEFAULT_ALPHA
-from suite.audit.detect import Evidence, Readings, assess
+from suite.audit import votes
+from suite.audit.decode import ORDERS, ChannelOrder
+from suite.audit.detect import degrees_of_freedom, two_sided_p, z_scores
 from suite.watermark import Scheme
 
 SIDES = range(256, 1537, 64)
 MAX_ORIGINAL_PIXELS = 1_600_000
-MAX_SCALE = 4.0
+MAX_SCALE = 2.0
 
 
 @dataclass(frozen=True)
 class ResizeEvidence:
     """One scheme's strongest test over the candidate originals."""
 
-    evidence: Evidence  # the aligned test on the U planes resized back
-    p_value: float  # corrected over the candidates
+    z: float  # negative when the votes are inverted
+    p_value: float  # two-sided, corrected over every candidate, order and reading tried
+    order: ChannelOrder
+    path: str
     original: tuple[int, int]  # (width, height)
 
 
@@ -59,25 +63,44 @@ def originals(width: int, height: int) -> list[tuple[int, int]]:
 
 
 def restore(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """An image (height, width[, channels]) resized to `size` (width, height): bicubic when
-    enlarging, pixel-area averaging when shrinking."""
+    """An image (height, width[, channels]) resized to `size` (width, height) as the search
+    resizes it back: bicubic when enlarging, pixel-area averaging when shrinking."""
     enlarging = size[0] > image.shape[1]
     return cv2.resize(image, size, interpolation=cv2.INTER_CUBIC if enlarging else cv2.INTER_AREA)
 
 
-def search(u: np.ndarray, schemes: list[Scheme], alpha: float = DEFAULT_ALPHA) -> list[ResizeEvidence | None]:
+def _ll_band(planes: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(orders, rows * 4, cols * 4): twice the LL band of U planes (height, width, orders) resized
+    to `size`, over the whole 8x8 blocks there (the units of decode.Blocks.sums)."""
+    width, height = size
+    rows, cols = height // 8, width // 8
+    means = cv2.resize(planes, (width // 2, height // 2), interpolation=cv2.INTER_AREA)
+    means = means.reshape(height // 2, width // 2, -1)[: rows * 4, : cols * 4]
+    return np.moveaxis(means, -1, 0) * np.float32(4)
+
+
+def search(u: np.ndarray, schemes: list[Scheme]) -> list[ResizeEvidence | None]:
     """Each scheme's strongest test over an image's U planes (orders, height, width), in
     decode.ORDERS, resized back to every candidate original; None for all where the image's size
     has no candidate."""
     candidates = originals(u.shape[2], u.shape[1])
     if not candidates:
         return [None] * len(schemes)
-    float_path = any(scheme.float_path for scheme in schemes)
-    planes = np.ascontiguousarray(np.moveaxis(u, 0, -1))  # OpenCV resizes the orders as channels
-    tried = []
+    float_reading = any(scheme.float_path for scheme in schemes)
+    planes = np.ascontiguousarray(np.moveaxis(u, 0, -1), dtype=np.float32)  # OpenCV resizes orders as channels
+    best = [(0.0, 0, candidates[0])] * len(schemes)
     for size in candidates:
-        restored = np.ascontiguousarray(np.moveaxis(restore(planes, size).reshape(size[1], size[0], -1), -1, 0))
-        readings = Readings.of(blocks_of(restored, ORDERS), float_path)
-        tried.append([(assess(scheme, readings, alpha), size) for scheme in schemes])
-    strongest = [min(per_scheme, key=lambda found: found[0].p_value) for per_scheme in zip(*tried, strict=True)]
-    return [ResizeEvidence(e, min(1.0, e.p_value * len(candidates)), size) for e, size in strongest]
+        soft = votes.soft(*votes.block_extremes(_ll_band(planes, size), float_reading))
+        for i, scheme in enumerate(schemes):
+            z = z_scores(soft[: len(votes.readings_of(scheme))], scheme.bits).ravel()
+            strongest = int(np.abs(z).argmax())
+            if abs(z[strongest]) > abs(best[i][0]):
+                best[i] = (float(z[strongest]), strongest, size)
+    found: list[ResizeEvidence | None] = []
+    for scheme, (z, test, size) in zip(schemes, best, strict=True):
+        readings = votes.readings_of(scheme)
+        tests = len(candidates) * len(readings) * u.shape[0]
+        p_value = min(1.0, two_sided_p(z, degrees_of_freedom(scheme.bits)) * tests)
+        reading, order = divmod(test, u.shape[0])
+        found.append(ResizeEvidence(z, p_value, ORDERS[order], readings[reading], size))
+    return found

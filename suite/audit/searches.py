@@ -40,7 +40,7 @@ def reexamine(rgb: np.ndarray, u: np.ndarray, evidence: list[Evidence], alpha: f
         return evidence
     schemes = [evidence[i].scheme for i in pending]
     by_crop = crops.search(u, schemes)
-    by_resize = resizes.search(u, schemes, alpha)
+    by_resize = resizes.search(u, schemes)
     result = list(evidence)
     for i, crop, resize in zip(pending, by_crop, by_resize, strict=True):
         aligned = evidence[i]
@@ -51,11 +51,14 @@ def reexamine(rgb: np.ndarray, u: np.ndarray, evidence: list[Evidence], alpha: f
             result[i] = replace(aligned, p_value=p_value)
         elif isinstance(best, resizes.ResizeEvidence):
             restored = resizes.restore(rgb, best.original)
-            bits = decode(restored, (aligned.scheme.length,), best.evidence.order)[aligned.scheme.length]
+            bits = decode(restored, (aligned.scheme.length,), best.order)[aligned.scheme.length]
             result[i] = replace(
-                best.evidence,
+                aligned,
                 detected=True,
                 p_value=p_value,
+                z=best.z,
+                path=best.path,
+                order=best.order,
                 bits=bits,
                 realignment=Realignment("resize", best.original),
             )
