@@ -237,6 +237,9 @@ def test_the_command_writes_its_tables_and_report(tmp_path):
     assert "<h2>Robustness</h2>" in page and "data:image/svg+xml;base64," in page
     assert (out / "robustness.md").read_text().startswith("| attack | sd-v1 found |")
     assert math.isclose(float(rows[0]["tpr"]), 1.0)
+    again = sdsuite("report", str(out), "-o", str(tmp_path / "again.html"))
+    assert again.wait(timeout=120) == 0, again.stderr.read()
+    assert "<h2>Robustness</h2>" in (tmp_path / "again.html").read_text()
 
 
 def test_the_report_escapes_what_the_records_say():
