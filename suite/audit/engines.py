@@ -115,7 +115,13 @@ def _run_dask(urls: Iterable[str], job: ShardJob, engine: Engine, task: ShardTas
     from distributed import Client, LocalCluster, as_completed
 
     cluster = None
-    with dask.config.set({"distributed.scheduler.allowed-failures": engine.retries}):
+    # A worker holds only the task it runs (saturation 1.0), so a worker's death makes only that
+    # task suspicious: a poison shard cannot use up the retries of the shards queued behind it.
+    settings = {
+        "distributed.scheduler.allowed-failures": engine.retries,
+        "distributed.scheduler.worker-saturation": 1.0,
+    }
+    with dask.config.set(settings):
         if engine.scheduler is None:
             cluster = LocalCluster(
                 n_workers=engine.workers,

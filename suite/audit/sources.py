@@ -161,7 +161,7 @@ def read_samples(url: str, source: Source) -> Iterator[tuple[str, bytes | AuditE
 def webdataset_samples(stream: Any) -> Iterator[tuple[str, bytes | AuditError]]:
     """WebDataset's convention: consecutive members sharing a key (the name up to the first dot of
     its base name) are one sample; its image is the first member with an image extension."""
-    with tarfile.open(fileobj=stream, mode="r|*") as tar:
+    with tarfile.open(fileobj=stream, mode="r|", tarinfo=_EndMarkerTarInfo) as tar:
         key: str | None = None
         image: bytes | AuditError | None = None
         for member in tar:
@@ -178,6 +178,26 @@ def webdataset_samples(stream: Any) -> Iterator[tuple[str, bytes | AuditError]]:
                 image = _member_bytes(tar, member)
         if key is not None:
             yield key, _sample_image(key, image)
+        if not getattr(tar, _END_MARKER_SEEN, False):
+            raise tarfile.ReadError("the shard ends before its end-of-archive marker (truncated)")
+
+
+_END_MARKER_SEEN = "_sdsuite_end_marker_seen"
+
+
+class _EndMarkerTarInfo(tarfile.TarInfo):
+    """Notes on its tar when the member list ended at the end-of-archive marker (a zero block).
+
+    tarfile stops silently at a missing, garbled or cut header too, which would drop the rest of a
+    truncated shard without a word; the marker tells a whole shard from one cut at a member's end."""
+
+    @classmethod
+    def fromtarfile(cls, tar: tarfile.TarFile) -> tarfile.TarInfo:
+        try:
+            return super().fromtarfile(tar)
+        except tarfile.EOFHeaderError:
+            setattr(tar, _END_MARKER_SEEN, True)
+            raise
 
 
 def _member_bytes(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes | AuditError:

@@ -1,0 +1,264 @@
+"""Dataset audits: shards as inputs, one Parquet per shard, resume, faults, a real S3 API and a real
+Dask cluster. After every run each input shard has exactly one output or one `_failed` line, and
+each output has one row per sample."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import audit_corpus
+import pyarrow.parquet as pq
+import pytest
+import shard_corpus
+import shard_faults
+
+from suite.audit.datasets import FAILED_FILE, SUMMARY_FILE, run_dataset
+from suite.audit.scan import AuditOptions
+from suite.audit.shards import commit
+from suite.cli import build_parser, main
+from suite.watermark import embed
+
+TESTS = Path(__file__).resolve().parents[1]
+CORRUPT = ("broken", "png", b"\x89PNG\r\n\x1a\n not really a PNG")
+
+
+@pytest.fixture(scope="module")
+def images() -> list[shard_corpus.Sample]:
+    """Two clean and two marked 512x512 images, one JPEG among them, and one corrupt sample."""
+    clean = [audit_corpus.illustration(seed) for seed in (1, 2)]
+    return [
+        ("clean-a", "png", shard_corpus.encode(clean[0])),
+        ("clean-b", "jpg", shard_corpus.encode(clean[1], "JPEG", quality=95)),
+        ("sdxl", "png", shard_corpus.encode(embed(clean[0], "sdxl"))),
+        ("sd-v1", "png", shard_corpus.encode(embed(clean[1], "sd-v1"))),
+        CORRUPT,
+    ]
+
+
+def audit(capsys, *argv: object) -> tuple[int, str]:
+    code = main(["audit", *map(str, argv)])
+    return code, capsys.readouterr().err
+
+
+def rows(path: Path | str) -> list[dict]:
+    return pq.read_table(path).to_pylist()
+
+
+def assert_each_shard_once(out: Path, shards: dict[str, int]) -> None:
+    """Every shard (URL -> samples) has one output with a row per sample, or one `_failed` line."""
+    failed = [json.loads(line)["shard"] for line in (out / FAILED_FILE).read_text().splitlines()]
+    assert len(failed) == len(set(failed))
+    outputs = sorted(p.name for p in out.iterdir() if not p.name.startswith(("_", ".")))  # `.` a killed run's temp
+    assert all(name.endswith(".parquet") for name in outputs), outputs
+    for url, samples in shards.items():
+        output = out / (Path(url).stem + ".parquet")
+        assert output.exists() != (url in failed), url
+        if output.exists():
+            table = rows(output)
+            assert len(table) == samples and {r["shard"] for r in table} == {url}
+    assert len(outputs) + len(failed) == len(shards)
+
+
+def write_tiny_shards(folder: Path, count: int, samples: int, prefix: str = "") -> dict[str, int]:
+    folder.mkdir(parents=True, exist_ok=True)
+    shards = {}
+    for n in range(count):
+        path = folder / f"{prefix}{n:05d}.tar"
+        path.write_bytes(shard_corpus.tar_bytes(shard_corpus.tiny_samples(samples, prefix=f"{n}-")))
+        shards[str(path)] = samples
+    return shards
+
+
+def test_same_images_as_files_tar_and_parquet_get_the_same_records(images, tmp_path, capsys):
+    folder = tmp_path / "files"
+    folder.mkdir()
+    for key, extension, data in images:
+        (folder / f"{key}.{extension}").write_bytes(data)
+    (tmp_path / "shard.tar").write_bytes(shard_corpus.tar_bytes(images))
+    (tmp_path / "hf.parquet").write_bytes(shard_corpus.parquet_bytes(images, struct=True))
+    (tmp_path / "raw.parquet").write_bytes(shard_corpus.parquet_bytes(images, struct=False))
+    code, _ = audit(capsys, folder, "--format", "csv", "-o", tmp_path / "files.csv", "--workers", "1")
+    assert code == 1  # the corrupt sample
+    import csv
+
+    with open(tmp_path / "files.csv", newline="") as handle:
+        expected = {Path(r["path"]).stem: r for r in csv.DictReader(handle)}
+    assert expected["sdxl"]["sdxl_detected"] == "True" and expected["sd-v1"]["sd-v1_detected"] == "True"
+    for shard in ("shard.tar", "hf.parquet", "raw.parquet"):
+        out = tmp_path / f"out-{shard}"
+        code, _ = audit(capsys, tmp_path / shard, "-o", out, "--workers", "1")
+        assert code == 1
+        got = {r["key"]: r for r in rows(out / (Path(shard).stem + ".parquet"))}
+        assert got.keys() == expected.keys()
+        for key, row in got.items():
+            for column, value in expected[key].items():
+                if column != "path":
+                    assert ("" if row[column] is None else str(row[column])) == value, (shard, key, column)
+        summary = json.loads((out / SUMMARY_FILE).read_text())
+        assert summary["status"] == {"ok": 4, "too_small": 0, "error": 1}
+        assert summary["detected"] == {"sd-v1": 1, "sd-v2": 0, "sdxl": 1}
+
+
+def test_brace_ranges_missing_and_truncated_shards_resume_and_changed_options(tmp_path, capsys):
+    shards = write_tiny_shards(tmp_path / "in", 4, 3)
+    whole = (tmp_path / "in" / "00003.tar").read_bytes()
+    (tmp_path / "in" / "00003.tar").write_bytes(whole[: len(whole) // 2])  # truncated
+    pattern = str(tmp_path / "in" / "{00000..00004}.tar")  # 00004.tar is missing
+    shards[str(tmp_path / "in" / "00004.tar")] = 0
+    out = tmp_path / "out"
+    code, err = audit(capsys, pattern, "-o", out, "--workers", "2", "--shard-retries", "0")
+    assert code == 1 and "2 failed" in err
+    assert_each_shard_once(out, shards)
+    failed = {
+        json.loads(line)["shard"]: json.loads(line)["error"] for line in (out / FAILED_FILE).read_text().splitlines()
+    }
+    assert "truncated" in failed[str(tmp_path / "in" / "00003.tar")]  # cut between members: no silent end
+    assert "No such file" in failed[str(tmp_path / "in" / "00004.tar")]
+    first = (out / "00000.parquet").stat().st_mtime_ns
+
+    (tmp_path / "in" / "00003.tar").write_bytes(whole)  # repaired: the rerun audits only what is missing
+    code, err = audit(capsys, pattern, "-o", out, "--workers", "2", "--shard-retries", "0")
+    assert code == 1 and "3 already done, 1 failed" in err
+    assert (out / "00000.parquet").stat().st_mtime_ns == first
+    assert json.loads((out / SUMMARY_FILE).read_text())["images"] == 12
+    assert_each_shard_once(out, shards)
+
+    code, err = audit(capsys, pattern, "-o", out, "--search", "never")
+    assert code == 2 and "other options (search)" in err and "--overwrite" in err
+    code, err = audit(capsys, pattern, "-o", out, "--search", "never", "--overwrite", "--shard-retries", "0")
+    assert code == 1 and "0 already done" in err
+    assert json.loads((out / SUMMARY_FILE).read_text())["settings"]["search"] == "never"
+    assert_each_shard_once(out, shards)
+
+
+def test_usage_errors(tmp_path, capsys):
+    write_tiny_shards(tmp_path / "a", 1, 1)
+    write_tiny_shards(tmp_path / "b", 1, 1)
+    shard = tmp_path / "a" / "00000.tar"
+    assert "give the folder or URL with -o" in audit(capsys, shard)[1]
+    code, err = audit(capsys, shard, "-o", tmp_path / "o", "--storage-options", '{"secret": "x"}')
+    assert code == 2 and "credentials go in the standard chain" in err
+    code, err = audit(capsys, shard, tmp_path / "b" / "00000.tar", "-o", tmp_path / "o")
+    assert code == 2 and "same base name" in err
+    code, err = audit(capsys, shard, tmp_path / "x.parquet", "-o", tmp_path / "o")
+    assert code == 2 and "mix" in err
+
+
+def test_commit_is_create_only_on_local_disk(tmp_path):
+    import fsspec
+
+    fs = fsspec.filesystem("file")
+    target = str(tmp_path / "deep" / "x.parquet")
+    assert commit(fs, target, b"first")
+    assert not commit(fs, target, b"second")
+    assert Path(target).read_bytes() == b"first" and os.listdir(tmp_path / "deep") == ["x.parquet"]
+
+
+def dataset_args(*argv: object):
+    return build_parser("audit").parse_args(["audit", *map(str, argv)])
+
+
+@pytest.fixture
+def workers_import_tests(tmp_path, monkeypatch):
+    """Spawned workers import the fault tasks from this folder; their first deaths are remembered here."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    monkeypatch.setenv(shard_faults.MARKERS, str(markers))
+
+
+@pytest.mark.parametrize("engine", ["local", "dask"])
+def test_killed_workers_and_a_poison_shard(engine, tmp_path, workers_import_tests, capsys):
+    """Each death restarts a worker process (seconds each on Dask), so the shards are few."""
+    folder = tmp_path / "in"
+    shards = {}
+    for prefix in ("ok-", "die-before-", "die-after-", "poison-"):
+        shards |= write_tiny_shards(folder, 2 if prefix == "ok-" else 1, 5, prefix)
+    out = tmp_path / "out"
+    args = dataset_args(folder, "--input-format", "webdataset", "-o", out, "--engine", engine, "--workers", 2)
+    args.shard_retries = 1
+    code = run_dataset(args, AuditOptions(), "webdataset", shard_faults.killing_task)
+    assert code == 1
+    failed = [json.loads(line) for line in (out / FAILED_FILE).read_text().splitlines()]
+    assert [(Path(f["shard"]).name, f["attempts"]) for f in failed] == [("poison-00000.tar", 2)]
+    assert_each_shard_once(out, shards)
+    summary = json.loads((out / SUMMARY_FILE).read_text())
+    assert summary["images"] == 20 and summary["shards"]["failed"] == 1
+
+
+def test_driver_killed_then_rerun_and_two_runs_at_once(tmp_path):
+    shards = write_tiny_shards(tmp_path / "in", 40, 60)
+    out = tmp_path / "out"
+    command = [str(Path(sys.executable).parent / "sdsuite"), "audit", str(tmp_path / "in" / "*.tar"), "-o", str(out)]
+    driver = subprocess.Popen([*command, "--workers", "2"], start_new_session=True, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while len(list(out.glob("*.parquet"))) < 5 and time.monotonic() < deadline and driver.poll() is None:
+        time.sleep(0.05)
+    os.killpg(driver.pid, signal.SIGKILL)  # the driver and its pool, as a machine that goes down
+    driver.wait()
+    done_before = len(list(out.glob("*.parquet")))
+    assert 5 <= done_before < 40
+    runs = [subprocess.Popen([*command, "--workers", "1"], stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    errors = [run.communicate(timeout=120)[1] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], errors
+    assert all(f"{done_before} already done" in err for err in errors)
+    assert_each_shard_once(out, shards)
+    assert sum(len(rows(p)) for p in out.glob("*.parquet")) == 40 * 60
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """moto's S3 API on 127.0.0.1, with dummy credentials in the environment (which workers inherit)."""
+    from moto.server import ThreadedMotoServer
+
+    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
+    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield {"endpoint_url": f"http://{host}:{port}"}
+    finally:
+        server.stop()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def test_s3_shards_on_a_local_dask_cluster(images, s3, capsys):
+    import s3fs
+
+    fs = s3fs.S3FileSystem(**s3)
+    fs.mkdir("data")
+    fs.pipe_file("data/shards/00000.tar", shard_corpus.tar_bytes(images[:2]))
+    fs.pipe_file("data/shards/00001.tar", shard_corpus.tar_bytes(images[2:]))
+    options = json.dumps(s3)
+    argv = ["s3://data/shards/{00000..00001}.tar", "-o", "s3://data/audit", "--storage-options", options]
+    code, err = audit(capsys, *argv, "--engine", "dask", "--workers", "2")
+    assert code == 1 and "5 images: 4 ok" in err
+    assert sorted(fs.ls("data/audit", detail=False)) == [
+        "data/audit/00000.parquet",
+        "data/audit/00001.parquet",
+        "data/audit/_failed.jsonl",
+        "data/audit/_summary.json",
+    ]
+    with fs.open("data/audit/00001.parquet") as handle:
+        table = pq.read_table(handle).to_pylist()
+    assert [(r["key"], r["shard"]) for r in table] == [
+        ("sdxl", "s3://data/shards/00001.tar"),
+        ("sd-v1", "s3://data/shards/00001.tar"),
+        ("broken", "s3://data/shards/00001.tar"),
+    ]
+    assert table[0]["sdxl_detected"] and table[1]["sd-v1_detected"] and table[2]["error_kind"] == "not_an_image"
+    code, err = audit(capsys, *argv, "--engine", "local", "--workers", "1")
+    assert code == 1 and "2 already done" in err
+    assert not commit(fs, "data/audit/00000.parquet", b"again")  # If-None-Match: * refuses a second write
+    assert fs.cat_file("data/audit/00000.parquet").startswith(b"PAR1")
