@@ -17,15 +17,15 @@ AUDIT_STATUSES = ("ok", "too_small", "error")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Build one self-contained HTML file (opens from disk, no network) from bench run directories "
-        "or from an audit's JSONL output."
+        "or from an audit's JSONL output, or a dataset audit's output folder (one Parquet per shard)."
     )
     parser.add_argument(
         "inputs",
         nargs="+",
         type=Path,
-        metavar="RUN_DIR|AUDIT.jsonl",
+        metavar="RUN_DIR|AUDIT.jsonl|AUDIT_DIR",
         help="bench run directories (each holding results.jsonl), compared side by side; or one audit's "
-        "--format jsonl/json output",
+        "--format jsonl/json output; or one dataset audit's -o folder (with _summary.json)",
     )
     parser.add_argument(
         "-o", "--output", type=Path, help="HTML file to write (default: report.html in the first run directory)"
@@ -99,6 +99,7 @@ def _is_mark(mark: Any) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
+    from suite.report.dataset import dataset_report, is_dataset_output
     from suite.report.html import audit_report, bench_report
     from suite.report.robustness import is_robustness, read_records
     from suite.report.robustness import report as robustness_report
@@ -111,6 +112,9 @@ def run(args: argparse.Namespace) -> int:
             source = args.inputs[0]
             document = robustness_report(read_records(source), str(source))
             default = (source if source.is_dir() else source.parent) / "report.html"
+        elif len(args.inputs) == 1 and is_dataset_output(args.inputs[0]):
+            document = dataset_report(args.inputs[0])
+            default = args.inputs[0] / "report.html"
         elif audits:
             if len(args.inputs) > 1:
                 print("sdsuite report: give either run directories or one audit JSONL file", file=sys.stderr)

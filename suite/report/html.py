@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from suite import __version__
 from suite.audit.defaults import DEFAULT_ALPHA, MAX_PIXELS
@@ -35,12 +35,17 @@ def thumbnail(path: str | Path, size: int = THUMBNAIL_PX) -> str | None:
     Downscaled here, once, so the page carries kilobytes per image and the browser decodes no
     full-size picture.
     """
-    from PIL import Image
-
     if not is_regular_file(path):
         return None  # a pipe would never end, a device never be an image
+    return image_thumbnail(path, size)
+
+
+def image_thumbnail(image_file: str | Path | BinaryIO, size: int = THUMBNAIL_PX) -> str | None:
+    """thumbnail() of an open file or bytes in memory (a sample read back from a dataset shard)."""
+    from PIL import Image
+
     try:
-        with Image.open(path) as image:
+        with Image.open(image_file) as image:
             if image.width * image.height > MAX_PIXELS:
                 return None  # a decompression bomb, refused as the audit refuses it
             image.draft("RGB", (size, size))

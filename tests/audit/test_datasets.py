@@ -104,6 +104,12 @@ def test_same_images_as_files_tar_and_parquet_get_the_same_records(images, tmp_p
         assert summary["status"] == {"ok": 4, "too_small": 0, "error": 1}
         assert summary["detected"] == {"sd-v1": 1, "sd-v2": 0, "sdxl": 1}
 
+    assert main(["report", str(tmp_path / "out-hf.parquet"), "-o", str(tmp_path / "report.html")]) == 0
+    html = (tmp_path / "report.html").read_text()
+    assert "5 image(s) in 1 shard(s), 0 shard(s) failed" in html
+    assert html.count("data:image/jpeg;base64,") == 2  # the two detections, read back from the shard
+    assert f"{tmp_path / 'hf.parquet'}#broken" in html and "not_an_image" in html
+
 
 def test_brace_ranges_missing_and_truncated_shards_resume_and_changed_options(tmp_path, capsys):
     shards = write_tiny_shards(tmp_path / "in", 4, 3)

@@ -1,0 +1,221 @@
+"""The report of a dataset audit's output folder (one Parquet per shard), a few MB at any size.
+
+The rows are streamed batch by batch: the totals are exact, while the p-value histogram draws on a
+uniform sample of each scheme's p-values and the file table on a uniform sample of detections and
+failures, whose thumbnails are read back from their shards (one streaming pass per shard named).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+from suite.report import charts
+from suite.report.html import _file_row, _subtitle, image_pool, image_thumbnail
+from suite.report.markup import badge, e, fmt, page, svg_figure, table
+
+SUMMARY_FILE, FAILED_FILE = "_summary.json", "_failed.jsonl"
+P_VALUE_SAMPLE = 20_000  # p-values kept per scheme for the histogram
+LISTED_SAMPLE = 200  # detections, and failures, listed with a thumbnail
+FAILED_SHARDS_LISTED = 1_000
+THUMBNAIL_PX = 64
+BATCH_ROWS = 65_536
+
+
+def is_dataset_output(path: Path) -> bool:
+    return path.is_dir() and (path / SUMMARY_FILE).is_file()
+
+
+class Reservoir:
+    """A uniform sample of at most `size` items from a stream of unknown length (Algorithm R)."""
+
+    def __init__(self, size: int, rng: random.Random):
+        self.size, self.rng, self.seen, self.items = size, rng, 0, []
+
+    def add(self, item: Any) -> None:
+        self.seen += 1
+        if len(self.items) < self.size:
+            self.items.append(item)
+        else:
+            slot = self.rng.randrange(self.seen)
+            if slot < self.size:
+                self.items[slot] = item
+
+
+class DatasetTally:
+    """Exact counts over every row, and the samples the page shows."""
+
+    def __init__(self, schemes: list[str]):
+        rng = random.Random(0)
+        self.schemes = schemes
+        self.rows = 0
+        self.status: Counter[str] = Counter()
+        self.verdicts: Counter[str] = Counter()
+        self.error_kinds: Counter[str] = Counter()
+        self.detected: Counter[str] = Counter()
+        self.tested: Counter[str] = Counter()
+        self.min_p: dict[str, float] = {}
+        self.p_values = {scheme: Reservoir(P_VALUE_SAMPLE, rng) for scheme in schemes}
+        self.detections = Reservoir(LISTED_SAMPLE, rng)
+        self.failures = Reservoir(LISTED_SAMPLE, rng)
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.rows += 1
+        status = row["status"]
+        self.status[status] += 1
+        found = []
+        for scheme in self.schemes:
+            p = row.get(f"{scheme}_p_value")
+            if p is None:
+                continue
+            self.tested[scheme] += 1
+            self.p_values[scheme].add(p)
+            self.min_p[scheme] = min(p, self.min_p.get(scheme, p))
+            if row.get(f"{scheme}_detected"):
+                self.detected[scheme] += 1
+                found.append(scheme)
+        if status == "error":
+            self.error_kinds[row.get("error_kind") or "error"] += 1
+            self.verdicts["error"] += 1
+            self.failures.add(row)
+        elif status != "ok":
+            self.verdicts[status] += 1
+        else:
+            self.verdicts["+".join(found) or "none"] += 1
+            if found:
+                self.detections.add(row)
+
+
+def tally(folder: Path, schemes: list[str]) -> DatasetTally:
+    import pyarrow.parquet as pq
+
+    counts = DatasetTally(schemes)
+    for path in sorted(folder.glob("*.parquet")):
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS):
+            for row in batch.to_pylist():
+                counts.add(row)
+    return counts
+
+
+def as_record(row: dict[str, Any], schemes: list[str]) -> dict[str, Any]:
+    """A Parquet row in the shape of an audit record, for the file table."""
+    marks = [
+        {
+            "scheme": scheme,
+            "detected": row.get(f"{scheme}_detected"),
+            "p_value": row.get(f"{scheme}_p_value"),
+            "bit_accuracy": row.get(f"{scheme}_bit_accuracy"),
+        }
+        for scheme in schemes
+        if row.get(f"{scheme}_p_value") is not None
+    ]
+    metadata = {
+        "ai_claims": (row.get("ai_claims") or "").split(),
+        "exif": {"Software": row.get("software")} if row.get("software") else {},
+        "c2pa": {"claim_generator": row["c2pa_claim_generator"], "validation_state": row.get("c2pa_validation")}
+        if row.get("c2pa_claim_generator")
+        else {},
+    }
+    return {**row, "path": f"{row['shard']}#{row['key']}", "watermarks": marks, "metadata": metadata}
+
+
+def thumbnails(rows: list[dict[str, Any]], source: dict[str, Any]) -> dict[tuple[str, str], str | None]:
+    """(shard, key) -> thumbnail, each shard read once, in threads, stopping at its last wanted key."""
+    from suite.audit.sources import Source, read_samples
+
+    wanted: dict[str, set[str]] = defaultdict(set)
+    for row in rows:
+        wanted[row["shard"]].add(row["key"])
+    reader = Source(source["format"], source["storage_options"], source["image_column"], source["key_column"])
+
+    def read(shard: str) -> dict[tuple[str, str], str | None]:
+        found: dict[tuple[str, str], str | None] = {}
+        try:
+            for key, sample in read_samples(shard, reader):
+                if key in wanted[shard]:
+                    found[(shard, key)] = (
+                        image_thumbnail(io.BytesIO(sample), THUMBNAIL_PX) if isinstance(sample, bytes) else None
+                    )
+                    if len(found) == len(wanted[shard]):
+                        break
+        except Exception:  # a shard gone or unreadable since the audit: its rows lose their thumbnails
+            pass
+        return found
+
+    with image_pool() as pool:
+        return {k: v for part in pool.map(read, wanted) for k, v in part.items()}
+
+
+def dataset_report(folder: Path) -> str:
+    summary = json.loads((folder / SUMMARY_FILE).read_text(encoding="utf-8"))
+    schemes = list(summary["settings"]["schemes"])
+    alpha = summary["settings"]["alpha"]
+    counts = tally(folder, schemes)
+    failed_path = folder / FAILED_FILE
+    failed = failed_path.read_text(encoding="utf-8").splitlines() if failed_path.exists() else []
+    listed = counts.detections.items + counts.failures.items
+    uris = thumbnails(listed, summary["source"])
+    scheme_rows = "".join(
+        f"<tr><td>{e(scheme)}</td><td class='num'>{counts.detected[scheme]:,}</td>"
+        f"<td class='num'>{counts.tested[scheme] - counts.detected[scheme]:,}</td>"
+        f"<td class='num'>{counts.detected[scheme] / max(counts.tested[scheme], 1):.1%}</td>"
+        f"<td class='num'>{e(fmt(counts.min_p.get(scheme), 2))}</td></tr>"
+        for scheme in schemes
+    )
+    status_line = " ".join(f"<span>{badge(k)} {n:,}</span>" for k, n in counts.status.most_common())
+    kinds = ", ".join(f"{kind} {n:,}" for kind, n in counts.error_kinds.most_common())
+    failed_rows = [
+        f"<tr><td class='mono path'>{e(f.get('shard'))}</td><td class='num'>{e(f.get('attempts'))}</td>"
+        f"<td class='reason'>{e(f.get('error'))}</td></tr>"
+        for f in map(json.loads, failed[:FAILED_SHARDS_LISTED])
+    ]
+    file_headers = (
+        ("", False),
+        ("shard#key", False),
+        ("verdict", False),
+        ("size", False),
+        ("smallest p", True),
+        ("bits match", True),
+        ("decoded message", False),
+        ("provenance claims", False),
+        ("reason", False),
+    )
+    shards = summary["shards_in_job"]
+    body = [
+        "<h2>Summary</h2>",
+        f'<p class="counts">{counts.rows:,} image(s) in {shards:,} shard(s), {len(failed):,} shard(s) failed: '
+        f"{status_line}</p>",
+        '<div class="row">',
+        svg_figure(
+            charts.verdicts(dict(counts.verdicts), schemes),
+            "Images by verdict: the scheme(s) detected, none, too small to carry a mark, or unreadable",
+            "No images in this audit.",
+        ),
+        '<div><div class="tablewrap"><table><thead><tr><th>scheme</th><th class="num">detected</th>'
+        '<th class="num">not detected</th><th class="num">share</th><th class="num">smallest p</th></tr></thead>'
+        f"<tbody>{scheme_rows}</tbody></table></div>"
+        f'<p class="note">Detected: p-value at or below the audit\'s alpha ({alpha:g}). Errors: '
+        f"{e(kinds) or 'none'}.</p></div></div>",
+        svg_figure(
+            charts.pvalues({s: r.items for s, r in counts.p_values.items()}, alpha),
+            f"The p-values of up to {P_VALUE_SAMPLE:,} tests per scheme, drawn uniformly from every image tested.",
+            "No scheme was tested in this audit.",
+        ),
+        "<h2>Failed shards</h2>",
+        table("failed-shards", (("shard", False), ("attempts", True), ("why", False)), failed_rows)
+        if failed
+        else '<p class="note">Every shard was audited.</p>',
+        "<h2>Detections and failures (a sample)</h2>",
+        f'<p class="note">Up to {LISTED_SAMPLE:,} detections and {LISTED_SAMPLE:,} failures, drawn uniformly '
+        f"from {counts.detections.seen:,} and {counts.failures.seen:,}; the Parquet files hold every row.</p>",
+        table(
+            "audit-files",
+            file_headers,
+            (_file_row(as_record(r, schemes), uris.get((r["shard"], r["key"]))) for r in listed),
+        ),
+    ]
+    return page("sdsuite dataset audit report", _subtitle(str(folder)), "".join(body))
