@@ -35,6 +35,7 @@ from suite.watermark import Scheme
 
 ORIGINAL_WIDTHS = range(256, 2049, 64)  # pixels: where a cropped image may have come from (heights too)
 GRID = 8  # pixels per block side: the offsets tried are 0..7 in each direction
+SCORED = 32  # alignments per scheme whose z is computed exactly (_strongest)
 ROW_STEP = math.gcd(ORIGINAL_WIDTHS.start, ORIGINAL_WIDTHS.step) // GRID  # every C is a multiple of this
 
 
@@ -68,19 +69,24 @@ def _message(bits: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     """The message's half spectrum and its circular autocorrelation."""
     y = 1.0 - 2.0 * np.asarray(bits, dtype=np.float64)
     spectrum = np.fft.rfft(y)
-    autocorrelation = np.fft.irfft(np.abs(spectrum) ** 2, n=y.size)
+    autocorrelation = np.fft.irfft(np.abs(spectrum) ** 2, n=y.size).astype(np.float32)
+    spectrum = spectrum.astype(np.complex64)  # the votes' sums are float32
     for array in (spectrum, autocorrelation):
         array.flags.writeable = False
     return spectrum, autocorrelation
 
 
-def _block_extremes(u: np.ndarray, pick: np.ufunc) -> np.ndarray:
+def _pair_sums(u: np.ndarray) -> np.ndarray:
+    """(orders, height - 1, width - 1): the sum of the 2x2 pixels whose top-left pixel is (y, x),
+    twice an LL coefficient of the grid through (y, x). Exact: uint16 for uint8 planes."""
+    pairs = np.add(u[:, :-1], u[:, 1:], dtype=np.uint16 if u.dtype == np.uint8 else np.float32)
+    return pairs[..., :-1] + pairs[..., 1:]
+
+
+def _block_extremes(sums: np.ndarray, pick: np.ufunc) -> np.ndarray:
     """(orders, height - 7, width - 7): twice the value the block whose first pixel is (y, x)
     reads, `pick` (np.maximum: the largest; np.minimum: the smallest) over its 15 non-first LL
-    coefficients. Coefficient (m, n) of that block is the sum of the 2x2 pixels at (y + 2m, x + 2n)."""
-    pixels = u.astype(np.float32, copy=False)
-    pairs = pixels[:, :-1] + pixels[:, 1:]
-    sums = pairs[..., :-1] + pairs[..., 1:]  # 2x2 sums, top-left pixel (y, x)
+    coefficients. Coefficient (m, n) of that block is sums[y + 2m, x + 2n]: sliding extremes."""
     rows, cols = sums.shape[1] - 6, sums.shape[2] - 6
     right = pick(pick(sums[..., 2 : 2 + cols], sums[..., 4 : 4 + cols]), sums[..., 6 : 6 + cols])  # n = 1..3
     whole = pick(right, sums[..., :cols])  # n = 0..3
@@ -90,20 +96,31 @@ def _block_extremes(u: np.ndarray, pick: np.ufunc) -> np.ndarray:
 
 def _votes(u: np.ndarray, float_reading: bool) -> np.ndarray:
     """(readings, orders, height - 7, width - 7) soft votes of the block whose first pixel is at each pixel."""
-    return votes.soft(_block_extremes(u, np.maximum), _block_extremes(u, np.minimum) if float_reading else None)
+    sums = _pair_sums(u)
+    return votes.soft(_block_extremes(sums, np.maximum), _block_extremes(sums, np.minimum) if float_reading else None)
 
 
-def _grids(votes: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The votes as (readings, orders, 8, 8, rows, cols) blocks per grid offset, zero where a block
-    is not whole, and which rows and columns are whole per offset: (8, rows), (8, cols)."""
-    rows, cols = height // GRID, width // GRID
-    grids = np.zeros((*votes.shape[:2], rows * GRID, cols * GRID), np.float32)
-    kept = votes[..., : rows * GRID, : cols * GRID]
-    grids[..., : kept.shape[2], : kept.shape[3]] = kept
-    grids = grids.reshape(*votes.shape[:2], rows, GRID, cols, GRID).transpose(0, 1, 3, 5, 2, 4)
-    whole_rows = np.arange(rows)[None, :] < ((height - np.arange(GRID)) // GRID)[:, None]
-    whole_cols = np.arange(cols)[None, :] < ((width - np.arange(GRID)) // GRID)[:, None]
-    return grids, whole_rows, whole_cols
+@dataclass(frozen=True)
+class _Grids:
+    """Every grid offset's blocks, read once for all schemes."""
+
+    votes: np.ndarray  # (readings, orders, 8, 8, rows, cols) soft votes, 0 where a block is not whole
+    whole_rows: np.ndarray  # (8, rows): which block rows are whole at each row offset
+    whole_cols: np.ndarray  # (8, cols)
+    mean: np.ndarray  # (readings, orders, 8, 8): each offset's mean vote over its whole blocks
+
+    @classmethod
+    def of(cls, votes: np.ndarray, height: int, width: int) -> _Grids:
+        rows, cols = height // GRID, width // GRID
+        padded = np.zeros((*votes.shape[:2], rows * GRID, cols * GRID), np.float32)
+        kept = votes[..., : rows * GRID, : cols * GRID]
+        padded[..., : kept.shape[2], : kept.shape[3]] = kept
+        blocks = padded.reshape(*votes.shape[:2], rows, GRID, cols, GRID)
+        whole_rows = np.arange(rows)[None, :] < ((height - np.arange(GRID)) // GRID)[:, None]
+        whole_cols = np.arange(cols)[None, :] < ((width - np.arange(GRID)) // GRID)[:, None]
+        count = whole_rows.sum(axis=1)[:, None] * whole_cols.sum(axis=1)[None, :]
+        mean = blocks.sum(axis=(2, 4)) / np.maximum(count, 1)
+        return cls(blocks.transpose(0, 1, 3, 5, 2, 4), whole_rows, whole_cols, mean)
 
 
 def _fold(values: np.ndarray, length: int, axis: int) -> np.ndarray:
@@ -122,11 +139,9 @@ def _fold(values: np.ndarray, length: int, axis: int) -> np.ndarray:
     return folded
 
 
-def _sum_spectra(
-    grids: np.ndarray, whole_rows: np.ndarray, whole_cols: np.ndarray, length: int, lengths: np.ndarray
-) -> np.ndarray:
+def _sum_spectra(grids: _Grids, readings: int, length: int, lengths: np.ndarray) -> np.ndarray:
     """(tests, C, L // 2 + 1): the half spectrum of the per-bit sums of centred votes D, for each
-    test (reading, order, offset) and row length C.
+    test (the first `readings` readings, order, offset) and row length C.
 
     Each offset's votes are summed into a table by (r mod P, c mod L): every C is a multiple of
     ROW_STEP, so r * C mod L repeats after P = L / gcd(L, ROW_STEP) rows. Entry ((C / g) * k mod P, k)
@@ -138,31 +153,39 @@ def _sum_spectra(
     period = length // step
     k = np.arange(length // 2 + 1)
     rows = (lengths[:, None] // step * k) % period  # (C, k)
-    table = _fold(_fold(grids, period, -2), length, -1)
+    table = _fold(_fold(grids.votes[:readings], period, -2), length, -1)
     spectrum = scipy.fft.fft(scipy.fft.rfft(table, n=length, axis=-1), n=period, axis=-2)
     sums = spectrum[..., rows, k]  # (..., 8, 8, C, k)
-    row_spectrum = scipy.fft.fft(_fold(whole_rows.astype(np.float32), period, -1), n=period)[:, rows]  # (8, C, k)
-    col_spectrum = scipy.fft.rfft(_fold(whole_cols.astype(np.float32), length, -1), n=length)  # (8, k)
-    blocks = whole_rows.sum(axis=1)[:, None] * whole_cols.sum(axis=1)[None, :]  # (8, 8)
-    mean = grids.sum(axis=(-2, -1)) / np.maximum(blocks, 1)  # (..., 8, 8)
+    whole_rows = _fold(grids.whole_rows.astype(np.float32), period, -1)
+    row_spectrum = scipy.fft.fft(whole_rows, n=period)[:, rows]  # (8, C, k)
+    col_spectrum = scipy.fft.rfft(_fold(grids.whole_cols.astype(np.float32), length, -1), n=length)  # (8, k)
     counts = row_spectrum[:, None] * col_spectrum[None, :, None, :]  # (8, 8, C, k)
-    sums -= mean[..., None, None] * counts
+    sums -= grids.mean[:readings, ..., None, None] * counts
     return sums.reshape(-1, *sums.shape[-2:])
 
 
 def _strongest(sums: np.ndarray, scheme: Scheme) -> np.ndarray:
-    """z of the strongest shift s of each (test, C), from D's half spectra (tests, C, k)."""
+    """z of the strongest shift s of each (test, C), from D's half spectra (tests, C, k): exact for
+    the SCORED alignments whose peak stands out most from all their shifts, 0 for the others (they
+    cannot be the strongest: removing the fitted message changes a scale by little)."""
     length = scheme.length
     message, autocorrelation = _message(scheme.bits)
-    t = scipy.fft.irfft(np.conj(sums) * message, n=length, axis=-1)  # T for every shift s
+    t = scipy.fft.irfft(np.conj(sums) * message, n=length, axis=-1).reshape(-1, length)  # T for every shift s
     best = np.abs(t).argmax(axis=-1)
-    peak = np.take_along_axis(t, best[..., None], axis=-1)
+    peak = t[np.arange(t.shape[0]), best]
+    stands_out = peak**2 / np.maximum(np.einsum("ij,ij->i", t, t) - peak**2, 1e-300)
+    scored = np.argpartition(stands_out, -SCORED)[-SCORED:] if t.shape[0] > SCORED else np.arange(t.shape[0])
     # the other shifts, less what the fitted message puts into them, are the decoys
-    decoys = t - (peak / length) * autocorrelation[(np.arange(length) - best[..., None]) % length]
-    np.put_along_axis(decoys, best[..., None], 0.0, axis=-1)
+    decoys = (
+        t[scored]
+        - (peak[scored] / length)[:, None] * autocorrelation[(np.arange(length) - best[scored, None]) % length]
+    )
+    decoys[np.arange(scored.size), best[scored]] = 0.0
     scale = np.sqrt(np.sum(decoys**2, axis=-1) / max(length - 1, 1))
-    peak = peak[..., 0]
-    return np.where(scale > 1e-9 * np.maximum(1.0, np.abs(peak)), peak / np.maximum(scale, 1e-300), 0.0)
+    z = np.zeros(t.shape[0])
+    top = peak[scored]
+    z[scored] = np.where(scale > 1e-9 * np.maximum(1.0, np.abs(top)), top / np.maximum(scale, 1e-300), 0.0)
+    return z.reshape(sums.shape[:-1])
 
 
 def search(u: np.ndarray, schemes: list[Scheme]) -> list[CropEvidence | None]:
@@ -173,15 +196,15 @@ def search(u: np.ndarray, schemes: list[Scheme]) -> list[CropEvidence | None]:
     if max(height, width) > ORIGINAL_WIDTHS[-1] or min(height, width) < GRID:
         return [None] * len(schemes)
     float_reading = any(scheme.float_path for scheme in schemes)
-    grids, whole_rows, whole_cols = _grids(_votes(u, float_reading), height, width)
+    grids = _Grids.of(_votes(u, float_reading), height, width)
     evidence: list[CropEvidence | None] = []
     for scheme in schemes:
         readings = votes.readings_of(scheme)
         lengths = row_lengths(scheme.length, width)
-        if whole_rows[0].sum() * whole_cols[0].sum() < scheme.length:
+        if grids.whole_rows[0].sum() * grids.whole_cols[0].sum() < scheme.length:
             evidence.append(None)
             continue
-        z = _strongest(_sum_spectra(grids[: len(readings)], whole_rows, whole_cols, scheme.length, lengths), scheme)
+        z = _strongest(_sum_spectra(grids, len(readings), scheme.length, lengths), scheme)
         strongest = np.unravel_index(int(np.abs(z).argmax()), z.shape)
         reading, order, dy, dx = np.unravel_index(strongest[0], (len(readings), orders, GRID, GRID))
         p_value = two_sided_p(float(z[strongest]), degrees_of_freedom(scheme.bits))

@@ -28,11 +28,14 @@ def soft(peak: np.ndarray, trough: np.ndarray | None) -> np.ndarray:
     """(readings, ...) float32 soft votes from twice the largest and smallest non-first
     coefficients (sums of four pixels); the "float" reading only where `trough` is given."""
     half = np.float32(0.5)
-    rows = [soft_votes(peak * half)]
+    result = np.empty((1 if trough is None else 2, *peak.shape), np.float32)
+    np.multiply(peak, half, out=result[0])
     if trough is not None:
         offset = np.float32(2 * FLOAT_OFFSET)
-        rows.append(soft_votes(np.maximum(peak - offset, offset - trough) * half))
-    return np.stack(rows)
+        np.subtract(peak, offset, out=result[1])
+        np.maximum(result[1], offset - trough, out=result[1])
+        result[1] *= half
+    return soft_votes(result)
 
 
 def block_extremes(band: np.ndarray, float_reading: bool) -> tuple[np.ndarray, np.ndarray | None]:
