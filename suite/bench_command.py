@@ -7,8 +7,11 @@ import hashlib
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
+
+from suite.errors import EXIT_FAILURES, EXIT_OK, UsageError
 
 DEFAULT_REPORTS = Path("reports")
 
@@ -20,6 +23,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Run every scenario of SCENARIO_FILE in its own worker process and write results.csv, "
         "results.jsonl, environment.json and images/ to the run directory."
+    )
+    parser.epilog = (
+        "exit codes: 0 every scenario ran (ok, oom, unsupported, timeout and skipped are outcomes); "
+        "1 at least one scenario ended in error; 2 usage or input error; 130 interrupted"
     )
     parser.add_argument(
         "scenarios",
@@ -41,18 +48,47 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these scenarios (names or families)")
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
-    parser.add_argument("--repeats", type=int, help="override the measured repeats of every scenario")
-    parser.add_argument("--warmup", type=int, help="override the warm-up runs of every scenario")
-    parser.add_argument("--timeout", type=float, help="seconds allowed per scenario (default: each scenario's own)")
-    parser.add_argument("--threads", type=int, help="torch CPU threads in the workers (default: torch's choice)")
+    parser.add_argument("--repeats", type=_at_least(1), help="override the measured repeats of every scenario")
+    parser.add_argument("--warmup", type=_at_least(0), help="override the warm-up runs of every scenario")
+    parser.add_argument(
+        "--timeout", type=_positive_seconds, help="seconds allowed per scenario (default: each scenario's own)"
+    )
+    parser.add_argument(
+        "--threads", type=_at_least(1), help="torch CPU threads in the workers (default: torch's choice)"
+    )
     parser.add_argument(
         "--probe-servers",
-        type=int,
+        type=_at_least(1),
         metavar="N",
         help="capacity searches of different configurations side by side on one GPU, each in its own worker "
         "under its own budget (default: as many as the card's free memory holds at the largest budget, up to "
         f"{MAX_PROBE_SERVERS}, where the driver reports each process's memory; else 1)",
     )
+
+
+def _at_least(low: int) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least `low` (the option's own error, not the TOML's)."""
+
+    def whole(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    return whole
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
 
 
 def _auto_profile() -> str:
@@ -79,7 +115,7 @@ def _select(scenarios: list, only: list[str] | None) -> list:
     chosen = [s for s in scenarios if s.name in wanted or s.family in wanted]
     unknown = wanted - {s.name for s in chosen} - {s.family for s in chosen}
     if unknown:
-        raise SystemExit(f"sdsuite bench: no scenario or family named {', '.join(sorted(unknown))}")
+        raise UsageError(f"--only: no scenario or family named {', '.join(sorted(unknown))} (--list shows them)")
     return chosen
 
 
@@ -97,7 +133,7 @@ def _matching_weights(scenarios: list, weights: str) -> list:
     kept = [s for s in scenarios if s.model == model]
     left_out = [s.name for s in scenarios if s.model != model]
     if not kept:
-        raise SystemExit(f"sdsuite bench: {weights} holds an {model} model, and no scenario here uses {model}")
+        raise UsageError(f"{weights} holds an {model} model, and no scenario here uses {model}")
     if left_out:
         print(
             f"sdsuite bench: {weights} holds an {model} model: leaving out the {len(left_out)} scenario(s) "
@@ -105,6 +141,31 @@ def _matching_weights(scenarios: list, weights: str) -> list:
             file=sys.stderr,
         )
     return kept
+
+
+def _check_runnable(scenarios: list) -> None:
+    """What would only fail once the machine is measured, refused now: an unknown sampler, weights
+    that are neither built in, a file or folder here, nor a hub id."""
+    from suite.models.checkpoints import SINGLE_FILE_SUFFIXES
+    from suite.models.hub import LOCAL, is_hub_id
+    from suite.pipelines import SAMPLERS
+
+    for s in scenarios:
+        if s.sampler not in SAMPLERS:
+            import diffusers
+
+            if not (s.sampler.endswith("Scheduler") and hasattr(diffusers, s.sampler)):
+                raise UsageError(
+                    f"scenario {s.name!r}: unknown sampler {s.sampler!r}: use one of {', '.join(SAMPLERS)} "
+                    "or a diffusers scheduler class name"
+                )
+        path = Path(s.weights).expanduser()
+        local = s.weights in LOCAL or path.exists()
+        if not local and (path.suffix in SINGLE_FILE_SUFFIXES or not is_hub_id(s.weights)):
+            raise UsageError(
+                f"scenario {s.name!r}: weights {s.weights}: no such file or folder, and not a hub id; "
+                "use synthetic, tiny, a diffusers folder, a .safetensors/.ckpt file, or org/name"
+            )
 
 
 def _describe(s) -> str:
@@ -182,6 +243,7 @@ SUMMARY_COLUMNS = {  # row field -> (heading, number format or None for text)
     "quality": ("quality", None),
     "error": ("reason", None),
 }
+CELL_WIDTH = 70  # longer text is cut in the table, and the reasons are printed in full below it
 # cells that say nothing worth a column: the default technique, an image that passed its check
 SUMMARY_QUIET = {"techniques": "eager", "quality": "ok"}
 
@@ -195,7 +257,7 @@ def summary_table(rows: list[dict[str, Any]]) -> str:
             return ""
         if number is not None and isinstance(value, int | float):
             return number.format(value)
-        return " ".join(str(restore(value)).split())[:70]
+        return " ".join(str(restore(value)).split())[:CELL_WIDTH]
 
     columns = []
     for key, (heading, number) in SUMMARY_COLUMNS.items():
@@ -207,12 +269,18 @@ def summary_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join("  ".join(line).rstrip() for line in zip(*columns, strict=True))
 
 
+def full_reasons(rows: list[dict[str, Any]]) -> str:
+    """The reasons the table had to cut, in full, one scenario per line."""
+    from suite.spreadsheet import restore
+
+    cut = [row for row in rows if len(" ".join(str(restore(row["error"])).split())) > CELL_WIDTH]
+    return "".join(f"\n{row['scenario']}: {restore(row['error'])}" for row in cut)
+
+
 def _probe_servers(asked: int | None, environment: dict[str, Any], todo: list) -> int:
     """The probe servers to run side by side: what was asked, if this card allows it, else what fits."""
     from suite.runner import probe_servers_that_fit
 
-    if asked is not None and asked < 1:
-        raise SystemExit("sdsuite bench: --probe-servers must be 1 or more")
     if asked == 1 or not any(s.search for s in todo):
         return 1
     if asked and not environment.get("gpu_process_memory"):
@@ -249,6 +317,7 @@ def run(args: argparse.Namespace) -> int:
         offline_unless_hub(s.weights for s in scenarios)
         if args.weights:
             scenarios = _matching_weights(scenarios, args.weights)
+        _check_runnable(scenarios)
     except (scenario.ScenarioError, WeightsError) as exc:
         print(f"sdsuite bench: {exc}", file=sys.stderr)
         return 2
@@ -269,17 +338,17 @@ def run(args: argparse.Namespace) -> int:
             return 2
     if run_dir is None:
         run_dir = DEFAULT_REPORTS / f"{time.strftime('%Y%m%d-%H%M%S')}-{profile}"
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UsageError(f"--out {run_dir}: is a file; name a run directory (new, or one to --resume)")
     if (run_dir / "results.jsonl").exists() and not args.resume:
-        print(
-            f"sdsuite bench: {run_dir} already holds results; use --resume to continue it or another --out",
-            file=sys.stderr,
-        )
-        return 2
+        raise UsageError(f"{run_dir} already holds results; use --resume to continue it or another --out")
+    if args.resume and not (run_dir / "environment.json").exists():
+        raise UsageError(f"--resume: {run_dir} holds no earlier run to continue; leave out --resume to start one")
     run_dir.mkdir(parents=True, exist_ok=True)
 
     env_path = run_dir / "environment.json"
     if env_path.exists():
-        environment = json.loads(env_path.read_text())
+        environment = results.load_environment(run_dir)
         environment.setdefault("resumed_at", []).append(time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     else:
         print(f"sdsuite bench: measuring this machine (fingerprint, peak matmul rate) for {run_dir}", file=sys.stderr)
@@ -314,9 +383,12 @@ def run(args: argparse.Namespace) -> int:
     wanted = {s.name for s in scenarios}
     rows = [results.flatten(r) for r in results.load_records(run_dir) if r["scenario"]["name"] in wanted]
     print(summary_table(rows))
+    reasons = full_reasons(rows)
+    if reasons:
+        print(f"\nreasons in full:{reasons}")
     counts: dict[str, int] = {}
     for row in rows:
         counts[row["status"]] = counts.get(row["status"], 0) + 1
     print(f"\n{len(rows)} scenario(s): " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
     print(f"results: {run_dir / 'results.csv'}  (full detail: results.jsonl, machine: environment.json)")
-    return 0
+    return EXIT_FAILURES if counts.get("error") else EXIT_OK

@@ -45,6 +45,10 @@ SEARCHES = ("", "max-batch", "max-resolution", "min-budget")
 # behind (suite/probe_worker.py); process: a fresh worker for every probe, slower, to compare
 PROBE_ISOLATIONS = ("checked", "process")
 
+# Bounds past which a scenario is a typo, refused before the machine is measured (`size = 100000`)
+MAX_SIDE = 16384
+MAX_COUNT = {"steps": 10_000, "batch": 1024, "repeats": 10_000}
+
 SCENARIOS_DIR = Path(__file__).resolve().parent.parent / "scenarios"
 
 
@@ -253,9 +257,14 @@ def validate(s: Scenario) -> Scenario:
         value = getattr(s, name)
         if value <= 0 or value % 8:
             raise _FieldError(name, f"{value} must be a positive multiple of 8")
+    for name in ("width", "height"):
+        if getattr(s, name) > MAX_SIDE:
+            raise _FieldError(name, f"{getattr(s, name)} is over {MAX_SIDE} pixels, more than any GPU holds")
     for name in ("steps", "batch", "repeats"):
         if getattr(s, name) < 1:
             raise _FieldError(name, "must be at least 1")
+        if getattr(s, name) > MAX_COUNT[name]:
+            raise _FieldError(name, f"{getattr(s, name)} is over the {MAX_COUNT[name]:,} a benchmark can use")
     if s.warmup < 0:
         raise _FieldError("warmup", "must be 0 or more")
     if not 0 < s.strength <= 1:
@@ -301,12 +310,22 @@ def _matrix_suffix(value: Any) -> str:
     return re.sub(r"[^A-Za-z0-9._+-]", "", str(value))
 
 
+def _takes_a_list(key: str) -> bool:
+    expected = _FIELD_TYPES.get(_ALIASES.get(key, key), ())
+    return expected is list or (isinstance(expected, tuple) and list in expected)
+
+
 def _expand(entry: dict[str, Any]) -> list[dict[str, Any]]:
+    """The entry's variants: one per combination of its matrix, where a list given to a field that
+    holds one value (`vram_budget_gib = [4, 8, 12]`) is one more axis of the matrix."""
     matrix = entry.pop("matrix", None)
+    if matrix is not None and (not isinstance(matrix, dict) or not matrix):
+        raise _FieldError("matrix", "must be a table of field = [values]")
+    listed = {k: entry.pop(k) for k in list(entry) if isinstance(entry[k], list) and not _takes_a_list(k)}
+    if listed:
+        matrix = {**listed, **(matrix or {})}
     if matrix is None:
         return [entry]
-    if not isinstance(matrix, dict) or not matrix:
-        raise _FieldError("matrix", "must be a table of field = [values]")
     axes = []
     for key, values in matrix.items():
         if not isinstance(values, list) or not values:
@@ -405,9 +424,13 @@ def profiles() -> list[str]:
 def resolve_profile(name_or_path: str) -> Path:
     """A profile name (`quick`) or a path to a scenario file."""
     path = Path(name_or_path)
+    if path.is_dir():
+        raise ScenarioError(f"{path}: is a folder; name a .toml scenario file or a profile ({', '.join(profiles())})")
     if path.suffix == ".toml" or path.exists():
-        if not path.is_file():
+        if not path.exists():
             raise ScenarioError(f"{path}: no such scenario file")
+        if not path.is_file():
+            raise ScenarioError(f"{path}: not a regular file (a pipe or device is never read)")
         return path
     candidate = SCENARIOS_DIR / f"{name_or_path}.toml"
     if candidate.is_file():
@@ -422,4 +445,6 @@ def load(path: str | Path, overrides: dict[str, Any] | None = None) -> list[Scen
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ScenarioError(f"{path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ScenarioError(f"{path}: not UTF-8 text (byte {exc.start}): a scenario file is TOML") from None
     return parse(text, str(path), overrides)

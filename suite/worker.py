@@ -103,6 +103,12 @@ def isolate(channel, log_path: str, runner_pid: int) -> None:
     tqdm.set_lock(threading.RLock())
 
 
+# How allocators word a failed allocation: CUDA's caching allocator, cuBLAS/cuDNN under a tight
+# budget, torch's CPU allocator ("DefaultCPUAllocator: can't allocate memory: you tried to allocate
+# 21474836480 bytes"), and the rest
+OOM_WORDS = ("out of memory", "alloc_failed", "can't allocate memory", "not enough memory")
+
+
 def classify(exc: BaseException) -> tuple[str, str]:
     """Outcome status and a one-line reason for a failed scenario."""
     import torch
@@ -110,7 +116,7 @@ def classify(exc: BaseException) -> tuple[str, str]:
     message = f"{type(exc).__name__}: {exc}".strip().splitlines()[0][:500]
     text = str(exc)
     # cuBLAS and cuDNN report an allocation that failed under a tight budget in words of their own
-    if isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in text.lower() or "ALLOC_FAILED" in text:
+    if isinstance(exc, torch.cuda.OutOfMemoryError | MemoryError) or any(w in text.lower() for w in OOM_WORDS):
         return "oom", message
     if isinstance(exc, NotImplementedError) or "not implemented for" in text or "Unsupported" in text:
         return "unsupported", message

@@ -224,3 +224,112 @@ def test_watermark_embed_refuses_what_it_cannot_do(capsys, image, tmp_path, case
     code, _, err = run(capsys, "watermark", "embed", "--scheme", "sd-v1", source, output)
     assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     assert digest(image) == before and not (tmp_path / "missing").exists()
+
+
+SCENARIO = """
+[[scenario]]
+name = "s"
+model = "sd-v1"
+weights = "tiny"
+device = "cpu"
+size = 64
+steps = 2
+repeats = 1
+warmup = 0
+"""
+
+
+def scenario_file(tmp_path: Path, text: str = SCENARIO, **fields) -> Path:
+    path = tmp_path / "s.toml"
+    path.write_text(text + "".join(f"{key} = {value}\n" for key, value in fields.items()))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("fields", "words"),
+    [
+        ({"sampler": '"nosuch"'}, "unknown sampler 'nosuch'"),
+        ({"weights": '"./no/such/folder"'}, "weights ./no/such/folder: no such file or folder"),
+        ({"weights": '"missing.safetensors"'}, "weights missing.safetensors: no such file"),
+        ({"size": "100000"}, "field 'width': 100000 is over 16384 pixels"),
+        ({"steps": "100000000"}, "field 'steps': 100000000 is over the 10,000"),
+        ({"steps": "1e8"}, "field 'steps': expected int, got float"),
+    ],
+)
+def test_bench_list_refuses_what_would_fail_later(capsys, tmp_path, fields, words):
+    text = SCENARIO.replace("size = 64\n", "") if "size" in fields else SCENARIO
+    text = text.replace("steps = 2\n", "") if "steps" in fields else text
+    text = text.replace('weights = "tiny"\n', "") if "weights" in fields else text
+    code, out, err = run(capsys, "bench", scenario_file(tmp_path, text, **fields), "--list")
+    assert code == 2 and words in err and out == "", err
+
+
+def test_bench_a_scenario_file_that_is_not_utf8(capsys, tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_bytes(SCENARIO.encode() + b'prompt = "caf\xe9"\n')
+    code, _, err = run(capsys, "bench", path, "--list")
+    assert code == 2 and f"{path}: not UTF-8 text" in err
+
+
+def test_readme_scenario_example_parses(capsys, tmp_path):
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    example = readme.split("```toml\n", 1)[1].split("```", 1)[0]
+    code, out, err = run(capsys, "bench", scenario_file(tmp_path, example), "--list")
+    assert code == 0, err
+    names = [line.split()[0] for line in out.splitlines()]
+    assert len(names) == 9 and "lowvram-4gib-attention-slicing" in names
+    assert "budget 12 GiB" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["--only", "nosuch"], "--only: no scenario or family named nosuch"),
+        (["--repeats", "-1"], "argument --repeats: must be at least 1"),
+        (["--warmup", "x"], "argument --warmup: 'x' is not a whole number"),
+        (["--timeout", "nan"], "argument --timeout: must be a positive number"),
+    ],
+)
+def test_bench_usage_errors_exit_2_and_blame_the_option(capsys, tmp_path, argv, words):
+    try:
+        code, _, err = run(capsys, "bench", scenario_file(tmp_path), "--list", *argv)
+    except SystemExit as exc:  # argparse's own errors
+        code, err = exc.code, capsys.readouterr().err
+    assert code == 2 and words in err and "s.toml" not in err, err
+
+
+def test_bench_names_a_folder_as_a_folder(capsys, tmp_path):
+    code, _, err = run(capsys, "bench", tmp_path, "--list")
+    assert code == 2 and f"{tmp_path}: is a folder" in err
+
+
+@pytest.mark.parametrize("case", ["existing-file", "resume-nothing"])
+def test_bench_out_that_is_no_run_directory(capsys, tmp_path, case):
+    out = tmp_path / "run"
+    argv = ["--out", out]
+    if case == "existing-file":
+        out.write_text("x")
+    else:
+        argv.append("--resume")
+    code, _, err = run(capsys, "bench", scenario_file(tmp_path), *argv)
+    assert code == 2 and str(out) in err and len(err.strip().splitlines()) == 1, err
+    assert case == "existing-file" or not out.exists()
+
+
+def test_a_failed_cpu_allocation_is_out_of_memory():
+    from suite.worker import classify
+
+    message = "[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: you tried to allocate 21474836480 bytes. Error code 12 (Cannot allocate memory)"
+    assert classify(RuntimeError(message))[0] == "oom"
+    assert classify(MemoryError())[0] == "oom"
+    assert classify(RuntimeError("CUDA error: an illegal memory access"))[0] == "error"
+
+
+def test_bench_exits_1_when_a_scenario_errs_and_shows_its_whole_reason(tmp_path):
+    (tmp_path / "broken.safetensors").write_text("not weights")
+    text = SCENARIO.replace('weights = "tiny"', 'weights = "broken.safetensors"')
+    proc = sdsuite("bench", str(scenario_file(tmp_path, text)), "--out", str(tmp_path / "run"), cwd=tmp_path)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1, err
+    reason = json.loads((tmp_path / "run/results.jsonl").read_text())["error"]
+    assert len(reason) > 70 and f"s: {reason}" in out.split("reasons in full:")[1]

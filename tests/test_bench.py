@@ -135,9 +135,9 @@ repeats = 1
 warmup = 0
 
 [[scenario]]
-name = "missing-weights"
+name = "broken-weights"
 model = "sd-v1"
-weights = "/nonexistent/sd-v1-4.ckpt"
+weights = "broken.ckpt"
 
 [[scenario]]
 name = "too-slow"
@@ -153,13 +153,14 @@ name = "fine"
 model = "sd-v1"
 """
     )
+    (tmp_path / "broken.ckpt").write_bytes(b"not a checkpoint")
     out = tmp_path / "run"
-    proc = sdsuite("bench", str(scenarios), "--out", str(out))
+    proc = sdsuite("bench", str(scenarios), "--out", str(out), cwd=tmp_path)
     _, stderr = proc.communicate(timeout=600)
-    assert proc.returncode == 0, stderr[-2000:]
+    assert proc.returncode == 1, stderr[-2000:]  # the run went on; one scenario ended in error
     rows = {r["scenario"]: r for r in results.load(out).to_dict("records")}
-    assert rows["missing-weights"]["status"] == "error"
-    assert "/nonexistent/sd-v1-4.ckpt: no such file" in rows["missing-weights"]["error"]
+    assert rows["broken-weights"]["status"] == "error"
+    assert "broken.ckpt" in rows["broken-weights"]["error"]
     assert rows["too-slow"]["status"] == "timeout" and "no result within 12 s" in rows["too-slow"]["error"]
     assert rows["fine"]["status"] == "ok"
 
