@@ -163,7 +163,7 @@ def test_rates_are_counted_from_the_records():
     assert (v1.exact.hits, v1.exact.total) == (1, 4)
     assert (v1.clean.hits, v1.clean.total) == (1, 3)
     assert v1.min_clean_p == 1e-12  # the flagged clean image's
-    assert v1.found_by == {"aligned": 1, "crop": 1}
+    assert v1.found_by == {"uint8": 1, "uint8 crop": 1}
     assert v1.errors == 1
     assert v1.ms_marked == pytest.approx(1000 * (0.1 + 0.01 + 0.01) / 3)
     v2 = rows[1]
@@ -172,10 +172,13 @@ def test_rates_are_counted_from_the_records():
 
 
 def test_how_found_names_the_reading_where_the_record_gives_one():
-    assert tally.how_found({"search": None}) == "aligned"
-    assert tally.how_found({"search": {"edit": "resize"}}) == "resize"
-    assert tally.how_found({"search": None, "reading": "pixels"}) == "aligned"
-    assert tally.how_found({"search": None, "reading": "jpeg-420"}) == "jpeg-420 aligned"
+    assert tally.how_found({"search": None}) == "uint8"
+    assert tally.how_found({"search": {"edit": "resize"}, "path": "uint8"}) == "uint8 resize"
+    assert tally.how_found({"search": None, "reading": "pixels", "path": "float"}) == "float"
+    assert tally.how_found({"search": None, "reading": "jpeg-420", "path": "impulse"}) == "jpeg-420 impulse"
+    counts = {"uint8": 3, "uint8 crop": 5, "impulse": 1, "float": 1}
+    assert tally.found_by_text(counts) == "uint8 crop 5, uint8 3, float 1, impulse 1"
+    assert tally.found_by_text(counts, most=2) == "uint8 crop 5, uint8 3, 2 more"
 
 
 def test_csv_cells_that_a_spreadsheet_would_run_are_neutralised():

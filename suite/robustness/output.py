@@ -90,7 +90,7 @@ def _summary_cells(attack_rows: list[Row], schemes: Sequence[str]) -> list[str]:
         " / ".join(percent(own[s].exact, interval=False) if s in own else "—" for s in schemes),
         f"{first.clean.hits}/{first.clean.total}",
         p_text(first.min_clean_p),
-        found_by_text(found_by) or "—",
+        found_by_text(found_by, most=3) or "—",
         "—" if math.isnan(ms) else f"{ms:.0f}",
     ]
 

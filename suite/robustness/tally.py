@@ -45,7 +45,7 @@ class Row:
     exact: Rate  # the reference decoder's bits equal the message, for the embedded scheme
     clean: Rate  # clean images under the same attack with any scheme detected
     min_clean_p: float  # the smallest p-value of any scheme on the clean images
-    found_by: dict[str, int]  # how the found marks were found: aligned, crop, resize, ...
+    found_by: dict[str, int]  # what found the marks (how_found): uint8, jpeg-420 impulse, uint8 crop, ...
     errors: int  # marked and clean images the audit could not read
     ms_marked: float  # mean audit time of the marked images
     ms_clean: float
@@ -77,16 +77,26 @@ class Row:
 
 
 def how_found(mark: dict[str, Any]) -> str:
-    """The test that found a mark: `aligned`, or the search's edit (`crop`, `resize`, ...), after the
-    reading of the file it used where that was not the decoded pixels (`jpeg-420 aligned`)."""
+    """What found a mark: the file's own reading where it was not the decoded pixels (`jpeg-420`),
+    the reading path (`uint8`, `float`, `impulse`, ...) and the search where one realigned the mark
+    (`crop`, `resize`): `jpeg-420 impulse`, `uint8 crop`."""
     search = mark.get("search")
-    test = search.get("edit", "search") if isinstance(search, dict) else "aligned"
     reading = mark.get("reading")
-    return f"{reading} {test}" if reading and reading != "pixels" else test
+    parts = [
+        reading if reading != "pixels" else None,
+        mark.get("path") or "uint8",
+        search.get("edit", "search") if isinstance(search, dict) else None,
+    ]
+    return " ".join(part for part in parts if part)
 
 
-def found_by_text(counts: dict[str, int]) -> str:
-    return ", ".join(f"{how} {n}" for how, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+def found_by_text(counts: dict[str, int], most: int | None = None) -> str:
+    """`uint8 30, uint8 crop 2`, the most frequent first; past `most` kinds, how many more there were."""
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    text = ", ".join(f"{how} {n}" for how, n in ranked[:most])
+    if most is not None and len(ranked) > most:
+        text += f", {len(ranked) - most} more"
+    return text
 
 
 def _mark(record: dict[str, Any], scheme: str) -> dict[str, Any] | None:
