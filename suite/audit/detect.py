@@ -100,11 +100,14 @@ class Readings:
 class Realignment:
     """How a search lined an edited image up with the mark (searches.py)."""
 
-    edit: str  # "crop" or "resize"
-    where: tuple[int, int]  # crop: (rows, columns) in pixels of the grid's first whole block; resize: original (w, h)
+    edit: str  # "crop", "resize" or "mirror"
+    # crop: (rows, columns) in pixels of the grid's first whole block; resize: original (w, h);
+    # mirror: the axis the image was flipped along, "horizontal" or "vertical"
+    where: tuple[int, int] | str
 
     def as_record(self) -> dict[str, object]:
-        return {"edit": self.edit, ("grid_offset" if self.edit == "crop" else "original_size"): list(self.where)}
+        key = {"crop": "grid_offset", "resize": "original_size", "mirror": "axis"}[self.edit]
+        return {"edit": self.edit, key: self.where if isinstance(self.where, str) else list(self.where)}
 
 
 @dataclass(frozen=True)

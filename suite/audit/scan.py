@@ -283,7 +283,7 @@ def audit_bytes(data: bytes, options: AuditOptions, record: dict[str, Any]) -> d
         finally:
             image.close()
         evidence = examine(rgb, list(options.schemes), options.alpha, pixels.u)
-        if searches.wanted(options.search, rgb.shape[1], rgb.shape[0]):
+        if searches.wanted(options.search):
             evidence = searches.reexamine(rgb, pixels.u, evidence, options.alpha)
         record["watermarks"] = [_mark(e, pixels.reading) for e in evidence]
         record["status"] = "ok"

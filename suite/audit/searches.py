@@ -2,9 +2,10 @@
 
 The aligned test (detect.py) reads the blocks where the encoder put them. A crop moves the grid
 (crops.py searches every offset); a resize resamples it (resizes.py resizes back to each SD size
-the image may have had). Each search has its own corrected p-value; a scheme's verdict then
-rests on the smallest of its tests, times the number of tests (Bonferroni), so the chance of
-flagging an unmarked image stays within alpha.
+the image may have had); a mirror reads the blocks backwards, so the image flipped back is tested
+as the aligned test does (one more test per axis). Each search has its own corrected p-value; a
+scheme's verdict then rests on the smallest of its tests, times the number of tests (Bonferroni),
+so the chance of flagging an unmarked image stays within alpha.
 """
 
 from __future__ import annotations
@@ -16,21 +17,43 @@ import numpy as np
 from suite.audit import crops, resizes
 from suite.audit.decode import bits_from_votes, decode, read_blocks
 from suite.audit.defaults import DEFAULT_ALPHA
-from suite.audit.detect import Evidence, Realignment
+from suite.audit.detect import Evidence, Realignment, examine
+from suite.watermark import Scheme
 
-SD_SIDE = 64  # every SD model's outputs have sides that are multiples of this
+# How a mirrored image is flipped back: (rows, columns) of the pixel arrays.
+MIRRORS = {"horizontal": np.s_[:, ::-1], "vertical": np.s_[::-1, :]}
+
+Found = Evidence | crops.CropEvidence | resizes.ResizeEvidence
 
 
-def wanted(policy: str, width: int, height: int) -> bool:
-    """`auto` searches sizes no SD model outputs (a side that is not a multiple of 64), which most
-    crops and resizes leave; `always` every image the aligned test finds nothing in."""
-    if policy == "auto":
-        return width % SD_SIDE != 0 or height % SD_SIDE != 0
-    return policy == "always"
+def wanted(policy: str) -> bool:
+    """`auto` (and `always`, its former name for all sizes) searches every image the aligned test
+    does not detect a scheme in; `never` none."""
+    return policy != "never"
+
+
+def _mirrored(rgb: np.ndarray, u: np.ndarray, schemes: list[Scheme], alpha: float) -> dict[str, list[Evidence]]:
+    """The aligned test on the image flipped back along each axis (its bits: the reference's there)."""
+    return {axis: examine(rgb[flip], schemes, alpha, u[(slice(None), *flip)]) for axis, flip in MIRRORS.items()}
+
+
+def _realigned(aligned: Evidence, found: Found, rgb: np.ndarray) -> Evidence:
+    """The scheme's evidence as a search found it, with the reference decoder's bits where the
+    search lined the image up (the grid as it is for a crop, the image resized back for a resize)."""
+    length = aligned.scheme.length
+    if isinstance(found, Evidence):
+        return found
+    if isinstance(found, resizes.ResizeEvidence):
+        bits = decode(resizes.restore(rgb, found.original), (length,), found.order)[length]
+        realignment = Realignment("resize", found.original)
+    else:
+        bits = bits_from_votes(read_blocks(rgb, (found.order,)).votes(0), length)
+        realignment = Realignment("crop", found.offset)
+    return replace(aligned, z=found.z, path=found.path, order=found.order, bits=bits, realignment=realignment)
 
 
 def reexamine(rgb: np.ndarray, u: np.ndarray, evidence: list[Evidence], alpha: float = DEFAULT_ALPHA) -> list[Evidence]:
-    """The schemes the aligned test did not detect, tested again by the crop and resize searches.
+    """The schemes the aligned test did not detect, tested again by the mirror, crop and resize searches.
 
     The searches read the U planes `u` (orders, height, width) in decode.ORDERS; the bits a record
     reports stay the reference decoder's reading of the decoded pixels `rgb`.
@@ -39,39 +62,18 @@ def reexamine(rgb: np.ndarray, u: np.ndarray, evidence: list[Evidence], alpha: f
     if not pending:
         return evidence
     schemes = [evidence[i].scheme for i in pending]
+    mirrored = _mirrored(rgb, u, schemes, alpha)
     by_crop = crops.search(u, schemes)
     by_resize = resizes.search(u, schemes)
     result = list(evidence)
-    for i, crop, resize in zip(pending, by_crop, by_resize, strict=True):
+    for j, i in enumerate(pending):
         aligned = evidence[i]
-        searched = [found for found in (resize, crop) if found is not None]  # a resize wins a tie
-        best = min(searched, key=lambda found: found.p_value, default=None)
-        p_value = min(1.0, (1 + len(searched)) * min(aligned.p_value, best.p_value if best else 1.0))
-        if best is None or p_value > alpha or aligned.p_value <= best.p_value:
+        mirrors = [replace(found[j], realignment=Realignment("mirror", axis)) for axis, found in mirrored.items()]
+        searched: list[Found] = [*mirrors, *(f for f in (by_resize[j], by_crop[j]) if f is not None)]
+        best = min(searched, key=lambda found: found.p_value)  # the first wins a tie: mirrors, then a resize
+        p_value = min(1.0, (1 + len(searched)) * min(aligned.p_value, best.p_value))
+        if p_value > alpha or aligned.p_value <= best.p_value:
             result[i] = replace(aligned, p_value=p_value)
-        elif isinstance(best, resizes.ResizeEvidence):
-            restored = resizes.restore(rgb, best.original)
-            bits = decode(restored, (aligned.scheme.length,), best.order)[aligned.scheme.length]
-            result[i] = replace(
-                aligned,
-                detected=True,
-                p_value=p_value,
-                z=best.z,
-                path=best.path,
-                order=best.order,
-                bits=bits,
-                realignment=Realignment("resize", best.original),
-            )
         else:
-            bits = bits_from_votes(read_blocks(rgb, (best.order,)).votes(0), aligned.scheme.length)
-            result[i] = replace(
-                aligned,
-                detected=True,
-                p_value=p_value,
-                z=best.z,
-                path=best.path,
-                order=best.order,
-                bits=bits,
-                realignment=Realignment("crop", best.offset),
-            )
+            result[i] = replace(_realigned(aligned, best, rgb), detected=True, p_value=p_value)
     return result

@@ -77,12 +77,41 @@ def test_the_audit_searches_sizes_sd_never_outputs(tmp_path, policy, searched):
     assert mark["search"] == ({"edit": "crop", "grid_offset": [3, 3]} if searched else None)
 
 
-def test_sd_sized_images_are_not_searched_by_default(tmp_path):
-    Image.fromarray(np.asarray(audit_corpus.fit(audit_corpus.photo("coffee"), (640, 448)))).save(tmp_path / "a.png")
-    assert not searches.wanted("auto", 640, 448) and searches.wanted("auto", 641, 448)
-    assert searches.wanted("always", 640, 448) and not searches.wanted("never", 641, 448)
+def test_sd_sized_images_are_searched_by_default(tmp_path):
+    # a 512x512 mark resized to 384x384, another size SD outputs: only a search finds it
+    marked = embed(audit_corpus.fit(audit_corpus.photo("coffee"), (512, 512)), "sd-v1")
+    marked.resize((384, 384), Image.Resampling.LANCZOS).save(tmp_path / "a.png")
+    assert searches.wanted("auto") and searches.wanted("always") and not searches.wanted("never")
     auto = audit_file(str(tmp_path / "a.png"), AuditOptions())
-    assert auto == audit_file(str(tmp_path / "a.png"), AuditOptions(search="never"))
+    never = audit_file(str(tmp_path / "a.png"), AuditOptions(search="never"))
+    assert [m["scheme"] for m in auto["watermarks"] if m["detected"]] == ["sd-v1"]
+    assert auto["watermarks"][0]["search"] == {"edit": "resize", "original_size": [512, 512]}
+    assert not any(m["detected"] for m in never["watermarks"])
+
+
+@pytest.mark.parametrize(
+    ("transpose", "axis"),
+    [(Image.Transpose.FLIP_LEFT_RIGHT, "horizontal"), (Image.Transpose.FLIP_TOP_BOTTOM, "vertical")],
+)
+def test_a_mirrored_mark_is_read_backwards(tmp_path, transpose, axis):
+    marked = embed(audit_corpus.fit(audit_corpus.photo("astronaut"), (640, 448)), "sdxl")
+    marked.transpose(transpose).save(tmp_path / "mirrored.png")
+    record = audit_file(str(tmp_path / "mirrored.png"), AuditOptions())
+    mark = next(m for m in record["watermarks"] if m["scheme"] == "sdxl")
+    assert mark["detected"] and mark["search"] == {"edit": "mirror", "axis": axis}
+    assert mark["bit_accuracy"] > 0.8  # the reference's bits, read on the image flipped back
+    assert [m["scheme"] for m in record["watermarks"] if m["detected"]] == ["sdxl"]
+
+
+def test_horizontally_flipped_marks_are_found(marked_samples):
+    flipped = marked_samples[::3]
+    hits = []
+    for sample in flipped:
+        rgb = np.ascontiguousarray(sample.rgb[:, ::-1])
+        hits.append(set(_found(rgb)) == {sample.scheme})
+    share = float(np.mean(hits))
+    print(f"horizontal flip: {share:.1%} of {len(flipped)}")
+    assert share >= 0.95
 
 
 def test_resize_candidates_are_sd_sizes_of_the_same_shape():
