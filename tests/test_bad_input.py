@@ -333,3 +333,47 @@ def test_bench_exits_1_when_a_scenario_errs_and_shows_its_whole_reason(tmp_path)
     assert proc.returncode == 1, err
     reason = json.loads((tmp_path / "run/results.jsonl").read_text())["error"]
     assert len(reason) > 70 and f"s: {reason}" in out.split("reasons in full:")[1]
+
+
+def audit_records(capsys, *argv) -> tuple[int, list[dict], str]:
+    code, out, err = run(capsys, "audit", "--format", "jsonl", "--workers", "1", *argv)
+    return code, [json.loads(line) for line in out.splitlines()], err
+
+
+def test_audit_reads_gifs_in_folders_and_each_file_once(capsys, image, tmp_path):
+    frames = [Image.new("RGB", (256, 256), (i * 40, 90, 160)) for i in range(3)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    os.symlink(image, tmp_path / "link.png")
+    code, records, err = audit_records(capsys, tmp_path, image, str(image), tmp_path / "link.png")
+    assert code == 0 and [Path(r["path"]).name for r in records] == ["a.png", "anim.gif"]
+    assert "audited 2 files" in err
+
+
+@pytest.mark.parametrize("alpha", ["2", "0", "-1", "nan", "x"])
+def test_audit_alpha_must_be_a_p_value(capsys, image, alpha):
+    with pytest.raises(SystemExit) as exit_:
+        main(["audit", str(image), "--alpha", alpha])
+    assert exit_.value.code == 2 and "--alpha" in capsys.readouterr().err
+
+
+def test_audit_max_pixels_decides_not_pils_own_limit(capsys, tmp_path):
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(png_header(60000, 60000))
+    _, [record], _ = audit_records(capsys, bomb)
+    assert record["error_kind"] == "decompression_bomb" and "--max-pixels" in record["error"]
+    _, [record], _ = audit_records(capsys, bomb, "--max-pixels", str(60000 * 60000))
+    assert record["error_kind"] != "decompression_bomb" and record["width"] == 60000
+
+
+def test_audit_reports_a_damaged_image_data_crc(capsys, tmp_path):
+    import audit_corpus
+
+    path = tmp_path / "damaged.png"
+    audit_corpus.fit(audit_corpus.photo("astronaut"), (256, 256)).save(path)
+    data = bytearray(path.read_bytes())
+    idat = data.index(b"IDAT")
+    length = int.from_bytes(data[idat - 4 : idat], "big")
+    data[idat + 4 + length] ^= 0xFF  # the first byte of IDAT's CRC
+    path.write_bytes(bytes(data))
+    code, [record], _ = audit_records(capsys, path)
+    assert code == 1 and record["error_kind"] == "corrupt" and "IDAT chunk fails its CRC" in record["error"]

@@ -61,7 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--alpha",
-        type=float,
+        type=_probability,
         default=DEFAULT_ALPHA,
         help=f"p-value at or below which a scheme counts as detected (default: {DEFAULT_ALPHA:g})",
     )
@@ -133,6 +133,17 @@ def _add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--overwrite", action="store_true", help="delete the outputs of another audit in -o and audit every shard"
     )
+
+
+def _probability(text: str) -> float:
+    """A significance level: strictly between 0 and 1 (at 1 every file would count as marked)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (a p-value), got {text}")
+    return value
 
 
 def _positive_int(text: str) -> int:

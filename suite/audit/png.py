@@ -4,8 +4,8 @@ libspng (through pyspng) decodes an 8-bit RGB or RGBA PNG about 1.7x faster than
 same pixels, and decoding is most of what a folder audit costs. Two differences would change
 what the audit reports, so such files go to PIL instead:
 - pyspng checks neither chunk CRCs nor the zlib checksum, where PIL rejects a damaged stream.
-  Every chunk's CRC is checked here; a file that fails (or is cut short) goes to PIL, which
-  reports the damage as it always has.
+  Every chunk's CRC is checked here; a file cut short goes to PIL, which reports it truncated,
+  and a chunk whose CRC is wrong is reported here (PIL never checks the image data's).
 - Text and EXIF chunks may follow the image data, and PIL reads them only after decoding it.
 """
 
@@ -31,6 +31,7 @@ class PngChunks:
     intact: bool  # every chunk's CRC is right, through IEND
     animated: bool  # an APNG (acTL): PIL and libspng pick frames differently
     trailing_metadata: bool  # text or EXIF after the image data
+    damaged: bytes | None = None  # the first complete chunk whose CRC is wrong (PIL never checks IDAT's)
 
     @property
     def fast(self) -> bool:
@@ -47,10 +48,14 @@ def read_chunks(data: bytes) -> PngChunks:
     view = memoryview(data)
     offset, image_data_seen = len(SIGNATURE), False
     intact = animated = trailing = False
+    damaged = None
     while offset + 12 <= len(data):
         length, kind = struct.unpack_from(">I4s", data, offset)
         end = offset + 12 + length
-        if end > len(data) or zlib.crc32(view[offset + 4 : end - 4]) != int.from_bytes(view[end - 4 : end], "big"):
+        if end > len(data):
+            break
+        if zlib.crc32(view[offset + 4 : end - 4]) != int.from_bytes(view[end - 4 : end], "big"):
+            damaged = kind
             break
         if kind == b"IEND":
             intact = image_data_seen
@@ -61,7 +66,7 @@ def read_chunks(data: bytes) -> PngChunks:
             trailing = True
         animated = animated or kind == b"acTL"
         offset = end
-    return PngChunks(simple, intact, animated, trailing)
+    return PngChunks(simple, intact, animated, trailing, damaged)
 
 
 def decode_rgb(data: bytes) -> np.ndarray | None:

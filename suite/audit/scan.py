@@ -15,7 +15,7 @@ import multiprocessing
 import os
 import signal
 import stat
-import warnings
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,7 +32,7 @@ from suite.audit.readers import read_pixels
 from suite.watermark import MIN_PIXELS, SCHEMES, Scheme
 
 # Folders are searched for these; files named on the command line are read whatever their name.
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"})
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
 ERROR_KINDS = (
     "not_found",
     "empty",
@@ -103,11 +103,25 @@ class Summary:
 
 
 def expand(inputs: Iterable[str], all_files: bool = False) -> Iterator[str]:
-    """Files, folders (recursive, sorted, symlinked folders not followed) and globs, in order.
+    """Files, folders (recursive, sorted, symlinked folders not followed) and globs, in order,
+    each file once however many times (and under whatever names) it is given.
 
     A path that exists is taken as a path even if it contains glob characters; a name that does
     not exist and matches nothing is still yielded, so that it gets its own `not_found` record.
     """
+    seen: set[tuple[int, int] | str] = set()
+    for path in _expand_all(inputs, all_files):
+        try:
+            info = os.stat(path)
+            identity: tuple[int, int] | str = (info.st_dev, info.st_ino)
+        except (OSError, ValueError):
+            identity = path
+        if identity not in seen:
+            seen.add(identity)
+            yield path
+
+
+def _expand_all(inputs: Iterable[str], all_files: bool) -> Iterator[str]:
     for item in inputs:
         if os.path.isdir(item):
             yield from _walk(item, all_files)
@@ -180,22 +194,32 @@ def load_rgb(image: Image.Image) -> np.ndarray:
 
 
 def _open(data: bytes, max_pixels: int) -> Image.Image:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the limit below decides
+    """The image's header read; `max_pixels` decides what is a bomb, not PIL's own limit, so that
+    --max-pixels can lift it (PIL's limit is a global: set aside under a lock, for threads)."""
+    with _PIL_LIMIT:
+        pil_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
         try:
             image = Image.open(io.BytesIO(data))
-        except Image.DecompressionBombError as exc:
-            raise AuditError("decompression_bomb", str(exc)) from None
         except UnidentifiedImageError:
             raise AuditError("not_an_image", "not an image PIL can read") from None
         except (OSError, ValueError, SyntaxError) as exc:
             raise _classify(exc) from None
+        finally:
+            Image.MAX_IMAGE_PIXELS = pil_limit
     if image.width * image.height > max_pixels:
         raise AuditError(
             "decompression_bomb",
-            f"{image.width}x{image.height} is over the {max_pixels:,}-pixel limit (decompression-bomb guard)",
+            f"{image.width}x{image.height} is over the {max_pixels:,}-pixel limit (a decompression-bomb guard; "
+            "--max-pixels lifts it)",
         )
+    damaged = read_chunks(data).damaged if image.format == "PNG" else None
+    if damaged:
+        kind = damaged.decode("latin-1")
+        raise AuditError("corrupt", f"the PNG's {kind} chunk fails its CRC check: the file is damaged")
     return image
+
+
+_PIL_LIMIT = threading.Lock()
 
 
 def _classify(exc: Exception) -> AuditError:
