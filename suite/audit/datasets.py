@@ -137,6 +137,7 @@ def run_dataset(
         "engine": {"name": engine.name, "workers": engine.workers, "scheduler": engine.scheduler},
         "seconds": round(seconds, 3),
     }
+    fs.makedirs(root, exist_ok=True)  # every shard may have failed
     fs.pipe_file(posixpath.join(root, FAILED_FILE), "".join(json.dumps(f) + "\n" for f in failures).encode())
     fs.pipe_file(posixpath.join(root, SUMMARY_FILE), (json.dumps(summary, indent=2) + "\n").encode())
     print(_summary_text(totals, len(todo), seconds), file=sys.stderr)
