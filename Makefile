@@ -63,7 +63,10 @@ report: install ## HTML report of the latest run under reports/ (or RUN=DIR)
 
 audit: install ## audit images for SD watermarks and provenance: PATHS="folder file.png ..." (AUDIT_ARGS="--format jsonl -o x.jsonl")
 	@[ -n "$(PATHS)" ] || { echo 'usage: make audit PATHS="folder/ image.png ..." [AUDIT_ARGS="--format jsonl -o audit.jsonl"]'; exit 2; }
-	$(VENV)/bin/sdsuite audit $(PATHS) $(AUDIT_ARGS)
+	@# read from the environment (make puts its command-line variables there), so quotes in a name
+	@# are no shell syntax; PATHS that names one existing file or folder is that path, spaces and all
+	@if [ -e "$$PATHS" ]; then set -x; $(VENV)/bin/sdsuite audit $$AUDIT_ARGS -- "$$PATHS"; \
+	else set -x; $(VENV)/bin/sdsuite audit $$PATHS $$AUDIT_ARGS; fi
 
 robustness: install ## how often the audit finds each mark after JPEG, WebP, resizes, crops, ...: [CORPUS=photos/] [ROBUSTNESS_ARGS="-o out --images 50"]
 	$(VENV)/bin/sdsuite robustness $(CORPUS) $(ROBUSTNESS_ARGS)

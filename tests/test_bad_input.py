@@ -5,6 +5,7 @@ import hashlib
 import json
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -377,3 +378,27 @@ def test_audit_reports_a_damaged_image_data_crc(capsys, tmp_path):
     path.write_bytes(bytes(data))
     code, [record], _ = audit_records(capsys, path)
     assert code == 1 and record["error_kind"] == "corrupt" and "IDAT chunk fails its CRC" in record["error"]
+
+
+def test_models_list_says_what_it_is_doing_at_once():
+    proc = sdsuite("models", "list")
+    first = proc.stderr.readline()  # before the seconds the parameter counts take
+    out, _ = proc.communicate(timeout=120)
+    assert "counting" in first and proc.returncode == 0 and "sd-v1" in out
+
+
+def test_models_check_never_opens_a_fifo(tmp_path):
+    os.mkfifo(tmp_path / "weights.ckpt")
+    proc = sdsuite("models", "check", str(tmp_path / "weights.ckpt"))
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and "not a regular file" in err
+
+
+def test_make_audit_keeps_a_path_with_spaces_and_quotes_whole(tmp_path):
+    repo = Path(__file__).parent.parent
+    path = tmp_path / "it's a photo.png"
+    Image.new("RGB", (256, 256), (40, 90, 160)).save(path)
+    args = ["PATHS=" + str(path), "AUDIT_ARGS=--format jsonl --workers 1 --search never"]
+    done = subprocess.run(["make", "-s", "-o", "install", "audit", *args], cwd=repo, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["path"] == str(path)

@@ -186,8 +186,10 @@ def require_complete(location: str | Path, missing: dict[str, list[str]]) -> Non
 
 def inspect(path: Path, model: str | None = None) -> CheckpointInfo:
     """Identify a single-file checkpoint and check it is complete, and that it is `model` when given."""
-    if not path.is_file():
+    if not path.exists():
         raise WeightsError(f"{path}: no such file")
+    if not path.is_file():
+        raise WeightsError(f"{path}: not a regular file (a folder, pipe or device is never read as a checkpoint)")
     if path.suffix not in SINGLE_FILE_SUFFIXES:
         raise WeightsError(f"{path}: expected a {' or '.join(SINGLE_FILE_SUFFIXES)} checkpoint")
     shapes = read_shapes(path)

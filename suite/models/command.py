@@ -16,6 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _list() -> int:
+    print("sdsuite models: counting each architecture's parameters (a few seconds)", file=sys.stderr, flush=True)
     from suite.models.architectures import ARCHITECTURES
     from suite.models.synthetic import parameter_counts
 
