@@ -51,7 +51,7 @@ class Blocks:
     """
 
     orders: tuple[ChannelOrder, ...]
-    u: np.ndarray  # (orders, rows * 8, cols * 8): the U channel each encoder marked (uint8, or float32 when rebuilt)
+    u: np.ndarray  # (orders, rows * 8, cols * 8): the U channel each encoder marked (uint8; float32 rebuilt, maybe one sample per 2x2)
     sums: np.ndarray  # (orders, rows * 4, cols * 4): LL coefficients times 2 (uint16, exact; float32 from float planes)
     grid: tuple[int, int]  # blocks per column, blocks per row
 
@@ -104,13 +104,17 @@ class Blocks:
         The encoder moves that coefficient by 9 + 18 * bit - (value mod 36): -9 on average for a 0,
         +9 for a 1. Lossy chroma coding blurs the lattice position away but keeps much of that step.
         """
-        band = self.band
-        residual = np.stack([_standout(plane) for plane in band])
+        band, residual = self.band, self.standout
         if centre is None:
             return _at_block_maximum(band, self.peak_sums, residual, self.grid)
         away = band - np.float32(2 * centre)
         key = np.abs(away)
         return _at_block_maximum(key, _reduce(key, np.maximum), residual * np.sign(away), self.grid)
+
+    @cached_property
+    def standout(self) -> np.ndarray:
+        """(orders, rows * 4, cols * 4): each coefficient less the mean of its ring (_standout)."""
+        return np.stack([_standout(plane) for plane in self.band])
 
     def _exact_peak(self, order: np.ndarray, block: np.ndarray) -> np.ndarray:
         """pywt's own float LL maximum for the given (order, block) pairs."""
@@ -212,6 +216,15 @@ def blocks_of(u: np.ndarray, orders: tuple[ChannelOrder, ...]) -> Blocks:
     wide = np.uint16 if u.dtype == np.uint8 else np.float32
     pairs = np.add(u[:, 0::2], u[:, 1::2], dtype=wide)  # vertical pairs, then horizontal ones
     return Blocks(tuple(orders), u, pairs[..., 0::2] + pairs[..., 1::2], (rows, cols))
+
+
+def blocks_of_samples(samples: np.ndarray, orders: tuple[ChannelOrder, ...], height: int, width: int) -> Blocks:
+    """The LL band of a `height` x `width` image from chroma samples that each cover 2x2 of its pixels
+    (a JPEG's stored 4:2:0 planes, as U): each LL coefficient is twice one sample, so the sums are
+    four times it."""
+    rows, cols = block_grid(height, width)
+    sums = np.multiply(samples[:, : rows * 4, : cols * 4], np.float32(4), dtype=np.float32)
+    return Blocks(tuple(orders), samples, sums, (rows, cols))
 
 
 def read_blocks(rgb: np.ndarray, orders: tuple[ChannelOrder, ...] = ORDERS) -> Blocks:

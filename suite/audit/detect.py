@@ -225,10 +225,17 @@ def assess(scheme: Scheme, readings: Readings, alpha: float = DEFAULT_ALPHA) -> 
 
 
 def examine(
-    rgb: np.ndarray, schemes: list[Scheme], alpha: float = DEFAULT_ALPHA, u: np.ndarray | None = None
+    rgb: np.ndarray,
+    schemes: list[Scheme],
+    alpha: float = DEFAULT_ALPHA,
+    u: np.ndarray | None = None,
+    *,
+    blocks: Blocks | None = None,
 ) -> list[Evidence]:
     """Every scheme's verdict for one RGB uint8 image, reading its blocks once per channel order;
-    from `u` (ORDERS, height, width) where given (readers.py), the bits still from `rgb`."""
-    blocks = read_blocks(rgb, ORDERS) if u is None else blocks_of(u, ORDERS)
+    from the U planes `u` or the `blocks` (in ORDERS, readers.Pixels) where given, the bits still
+    from `rgb`."""
+    if blocks is None:
+        blocks = read_blocks(rgb, ORDERS) if u is None else blocks_of(u, ORDERS)
     readings = Readings.of(blocks, any(scheme.float_path for scheme in schemes), rgb)
     return [assess(scheme, readings, alpha) for scheme in schemes]

@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from functools import cached_property
 
+import cv2
 import numpy as np
 from PIL import Image, JpegImagePlugin
 
-from suite.audit.decode import ORDERS, ChannelOrder, u_planes
+from suite.audit.decode import ORDERS, Blocks, ChannelOrder, blocks_of, blocks_of_samples, u_planes
 
 # OpenCV's RGB->YUV chroma weight and JFIF's: U - 128 = 0.492 (B - Y); Cb - 128 = 0.5 / 0.886 (B - Y).
 _U_WEIGHT = 0.492
@@ -38,18 +40,35 @@ class Pixels:
     """One image as the audit reads it."""
 
     rgb: np.ndarray  # (height, width, 3) uint8: the decoded pixels; the reference decoder's bits come from here
-    u: np.ndarray  # (orders, height, width): the U channel each encoder order saw (uint8, or float32 rebuilt)
-    reading: str  # where `u` came from: "pixels", or "jpeg-420" / "jpeg-422" for a JPEG's stored chroma
+    reading: str  # where the U planes come from: "pixels", or "jpeg-420" / "jpeg-422" for a JPEG's stored chroma
+    samples: np.ndarray | None = None  # (orders, rows, cols) float32: stored chroma as U, one sample per 2x2 pixels
+
+    @cached_property
+    def u(self) -> np.ndarray:
+        """(orders, height, width): the U channel each encoder order saw (uint8; float32 where rebuilt
+        from stored chroma, each sample repeated over its 2x2 pixels)."""
+        if self.samples is None:
+            return u_planes(self.rgb, ORDERS)
+        orders, rows, cols = self.samples.shape
+        spread = np.broadcast_to(self.samples[:, :, None, :, None], (orders, rows, 2, cols, 2))
+        return spread.reshape(orders, 2 * rows, 2 * cols)[:, : self.rgb.shape[0], : self.rgb.shape[1]]
+
+    def blocks(self) -> Blocks:
+        """The LL band the aligned test reads: from stored chroma without spreading it (each LL
+        coefficient is twice one sample)."""
+        if self.samples is None:
+            return blocks_of(self.u, ORDERS)
+        return blocks_of_samples(self.samples, ORDERS, *self.rgb.shape[:2])
 
 
 def read_pixels(rgb: np.ndarray, image: Image.Image, data: bytes) -> Pixels:
-    """The U planes of an image whose RGB pixels are decoded: a JPEG's stored chroma where it has
-    subsampled chroma, otherwise the pixels' own."""
+    """How to read an image whose RGB pixels are decoded: from a JPEG's stored chroma where it has
+    subsampled chroma, otherwise from the pixels themselves."""
     stored = jpeg_chroma(image, data)
     if stored is not None:
-        u, layout = stored
-        return Pixels(rgb, u[:, : rgb.shape[0], : rgb.shape[1]], f"jpeg-{layout}")
-    return Pixels(rgb, u_planes(rgb, ORDERS), "pixels")
+        samples, layout = stored
+        return Pixels(rgb, f"jpeg-{layout}", samples)
+    return Pixels(rgb, "pixels")
 
 
 def chroma_layout(image: Image.Image) -> str | None:
@@ -70,8 +89,8 @@ def chroma_layout(image: Image.Image) -> str | None:
 
 
 def jpeg_chroma(image: Image.Image, data: bytes) -> tuple[np.ndarray, str] | None:
-    """(orders, 2 * rows, 2 * cols) float32 U planes rebuilt from a subsampled JPEG's stored chroma,
-    each sample repeated over its 2x2 pixels, and the layout; None where the file has none to give.
+    """(orders, ceil(height / 2), ceil(width / 2)) float32 U planes rebuilt from a subsampled JPEG's
+    stored chroma, and the layout; None where the file has none to give.
 
     For 4:2:2 the half-scale decode also halves the chroma's height, with the DCT: close to the
     mean of each pair of rows, which is what the LL band takes."""
@@ -83,18 +102,19 @@ def jpeg_chroma(image: Image.Image, data: bytes) -> tuple[np.ndarray, str] | Non
         half.draft("YCbCr", (image.width // 2, image.height // 2))  # PIL picks scale 1/2; libjpeg rounds up
         if half.mode != "YCbCr" or half.size != ((image.width + 1) // 2, (image.height + 1) // 2):
             return None
-        ycbcr = np.asarray(half, dtype=np.float32)
+        ycbcr = np.asarray(half)
     finally:
         half.close()
-    return np.repeat(np.repeat(u_from_chroma(ycbcr[..., 1], ycbcr[..., 2]), 2, axis=1), 2, axis=2), layout
+    return u_from_chroma(ycbcr[..., 1].astype(np.float32), ycbcr[..., 2].astype(np.float32)), layout
 
 
 def u_from_chroma(cb: np.ndarray, cr: np.ndarray, orders: tuple[ChannelOrder, ...] = ORDERS) -> np.ndarray:
     """(orders, *cb.shape) float32: OpenCV's U of each encoder order from JFIF Cb and Cr planes."""
-    blue = (cb - 128) / _CB_WEIGHT  # B - Y
-    red = (cr - 128) / _CR_WEIGHT  # R - Y
-    planes = {
-        "bgr": 128 + _U_WEIGHT * blue,
-        "rgb": 128 + _U_WEIGHT * ((1 + _SWAPPED_LUMA) * red - _SWAPPED_LUMA * blue),
-    }
-    return np.stack([planes[order] for order in orders]).astype(np.float32, copy=False)
+    # U = 128 + 0.492 (B - Y) and U' = 128 + 0.492 (1.185 (R - Y) - 0.185 (B - Y)), from Cb and Cr
+    blue, red = _U_WEIGHT / _CB_WEIGHT, _U_WEIGHT / _CR_WEIGHT
+    weights = {"bgr": (blue, 0.0), "rgb": (-_SWAPPED_LUMA * blue, (1 + _SWAPPED_LUMA) * red)}
+    planes = np.empty((len(orders), *cb.shape), np.float32)
+    for plane, order in zip(planes, orders, strict=True):
+        of_cb, of_cr = weights[order]
+        cv2.addWeighted(cb, of_cb, cr, of_cr, 128 * (1 - of_cb - of_cr), dst=plane)
+    return planes

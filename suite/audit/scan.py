@@ -306,7 +306,7 @@ def audit_bytes(data: bytes, options: AuditOptions, record: dict[str, Any]) -> d
             raise _classify(exc) from None
         finally:
             image.close()
-        evidence = examine(rgb, list(options.schemes), options.alpha, pixels.u)
+        evidence = examine(rgb, list(options.schemes), options.alpha, blocks=pixels.blocks())
         if searches.wanted(options.search):
             evidence = searches.reexamine(rgb, pixels.u, evidence, options.alpha)
         record["watermarks"] = [_mark(e, pixels.reading) for e in evidence]

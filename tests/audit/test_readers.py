@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from suite.audit.decode import ORDERS, u_planes
+from suite.audit.decode import ORDERS, blocks_of, u_planes
 from suite.audit.readers import chroma_layout, jpeg_chroma, read_pixels, u_from_chroma
 from suite.audit.scan import AuditOptions, audit_bytes, new_record
 from suite.watermark import SCHEMES, embed
@@ -59,13 +59,12 @@ def test_stored_chroma_is_the_mean_of_each_block_of_u(photo, options):
     # at quality 100 the stored 4:2:0 plane is the 2x2 mean of what was encoded, up to rounding:
     # the rebuilt U must equal the mean of the pixels' own U over each 2x2 block (both orders)
     data = encoded(photo, quality=100, **options)
-    u, layout = jpeg_chroma(opened(data), data)
+    samples, layout = jpeg_chroma(opened(data), data)
     assert layout == ("422" if options.get("subsampling") == 1 else "420")
-    assert u.shape == (2, 512, 512) and u.dtype == np.float32
+    assert samples.shape == (2, 256, 256) and samples.dtype == np.float32
     truth = u_planes(np.asarray(photo)).astype(np.float32)
     means = truth.reshape(2, 256, 2, 256, 2).mean(axis=(2, 4))
-    assert np.abs(u[:, 0::2, 0::2] - means).mean() < 1.0
-    assert np.array_equal(u[:, 0::2, 0::2], u[:, 1::2, 1::2])  # each sample fills its 2x2 pixels
+    assert np.abs(samples - means).mean() < 1.0
 
 
 def test_odd_sizes_and_what_has_no_stored_chroma_read_from_pixels(photo):
@@ -73,12 +72,18 @@ def test_odd_sizes_and_what_has_no_stored_chroma_read_from_pixels(photo):
     data = encoded(odd, quality=95)
     image = opened(data)
     pixels = read_pixels(np.asarray(image.convert("RGB")), image, data)
-    assert pixels.reading == "jpeg-420" and pixels.u.shape == (2, 277, 301)
+    assert pixels.reading == "jpeg-420" and pixels.samples.shape == (2, 139, 151)
+    # the planes the searches read spread each sample over its 2x2 pixels; the aligned test's
+    # blocks read the samples themselves, and both give the same LL band
+    assert pixels.u.shape == (2, 277, 301)
+    assert np.array_equal(pixels.u[:, 0::2, 0::2], pixels.samples)
+    assert np.array_equal(pixels.u[:, 1::2, 1::2], pixels.samples[:, :138, :150])
+    assert np.allclose(pixels.blocks().sums, blocks_of(pixels.u, ORDERS).sums)
     for data in (encoded(photo, quality=95, subsampling=0), encoded(photo, "WEBP", quality=90), encoded(photo, "PNG")):
         image = opened(data)
         rgb = np.asarray(image.convert("RGB"))
         pixels = read_pixels(rgb, image, data)
-        assert pixels.reading == "pixels"
+        assert pixels.reading == "pixels" and pixels.samples is None
         assert np.array_equal(pixels.u, u_planes(rgb, ORDERS))
 
 
