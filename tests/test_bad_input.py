@@ -402,3 +402,50 @@ def test_make_audit_keeps_a_path_with_spaces_and_quotes_whole(tmp_path):
     done = subprocess.run(["make", "-s", "-o", "install", "audit", *args], cwd=repo, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["path"] == str(path)
+
+
+@pytest.fixture
+def folder(tmp_path) -> Path:
+    root = tmp_path / "photos"
+    root.mkdir()
+    for i in range(4):
+        Image.new("RGB", (256, 256), (i * 50, 90, 160)).save(root / f"{i}.png")
+    (root / "broken.png").write_bytes(b"\x89PNG not really")
+    return root
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "csv"])
+def test_audit_resume_skips_what_a_killed_run_recorded(capsys, folder, tmp_path, kind):
+    out = tmp_path / f"audit.{kind}"
+    argv = ["audit", folder, "--format", kind, "-o", out, "--workers", "1", "--search", "never"]
+    assert run(capsys, *argv)[0] == 1  # broken.png
+    whole = out.read_text()
+    lines = whole.splitlines(keepends=True)
+    out.write_text("".join(lines[:3]) + lines[3][:20])  # killed in the middle of a line
+    code, _, err = run(capsys, *argv, "--resume")
+    kept = 3 if kind == "jsonl" else 2  # the CSV's first line is its header
+    assert code == 1 and f"audited {5 - kept} files" in err and f"resumed: {kept} files were already recorded" in err
+    assert out.read_text() == whole
+
+
+def test_audit_resume_refuses_other_settings_and_missing_outputs(capsys, folder, tmp_path):
+    out = tmp_path / "audit.jsonl"
+    argv = ["audit", folder, "--format", "jsonl", "-o", out, "--workers", "1", "--search", "never"]
+    run(capsys, *argv)
+    before = digest(out)
+    code, _, err = run(capsys, *argv, "--resume", "--alpha", "0.001")
+    assert code == 2 and "written with other alpha" in err and digest(out) == before
+    code, _, err = run(capsys, *argv[:-6], "--format", "jsonl", "-o", tmp_path / "none.jsonl", "--resume")
+    assert code == 2 and "none.jsonl: no such file" in err
+    code, _, err = run(capsys, "audit", folder, "--format", "json", "-o", tmp_path / "a.json", "--resume")
+    assert code == 2 and "jsonl or csv" in err
+
+
+def test_audit_report_finds_thumbnails_from_another_folder(capsys, folder, tmp_path, monkeypatch):
+    monkeypatch.chdir(folder)
+    out = tmp_path / "elsewhere" / "audit.jsonl"
+    out.parent.mkdir()
+    run(capsys, "audit", "0.png", "1.png", "--format", "jsonl", "-o", out, "--workers", "1")
+    monkeypatch.chdir(tmp_path)
+    code, _, _ = run(capsys, "report", out, "-o", tmp_path / "r.html")
+    assert code == 0 and (tmp_path / "r.html").read_text().count("data:image/jpeg;base64") == 2

@@ -17,12 +17,13 @@ import sys
 import time
 from typing import Any, TextIO
 
-from suite.safe_files import refuse_overwriting, replaced_on_success, written_in_place
+from suite.audit import resume
+from suite.errors import UsageError
+from suite.safe_files import check_output, refuse_overwriting, replaced_on_success, written_in_place
 from suite.watermark import SCHEMES, Scheme, scheme_from_bits, scheme_from_bytes
 
 EXIT_OK, EXIT_FILE_ERRORS, EXIT_USAGE = 0, 1, 2
 PROGRESS_MIN_FILES = 20  # below this a progress bar only flickers
-STREAMED_FORMATS = ("jsonl", "csv")  # one complete line per record, flushed as it comes
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,6 +38,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders (recursive) or globs")
     parser.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
     parser.add_argument("-o", "--output", metavar="FILE", help="write records to FILE instead of stdout")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="carry on an audit killed while writing -o FILE (jsonl or csv): the same command again skips the "
+        "files FILE already records; refused if the settings differ (kept in FILE.options.json)",
+    )
     parser.add_argument(
         "--workers", type=_positive_int, default=os.cpu_count() or 1, help="processes (default: all cores)"
     )
@@ -207,13 +214,27 @@ def summary_text(summary: dict[str, Any], seconds: float) -> str:
     )
 
 
-def _records_output(output: str | None, kind: str) -> contextlib.AbstractContextManager[TextIO]:
+def _settings(args: argparse.Namespace, schemes: list[Scheme]) -> dict[str, Any]:
+    """What decides an audit's records, which a resumed audit must share."""
+    return {
+        "paths": list(args.paths),
+        "all_files": args.all_files,
+        "format": args.format,
+        "schemes": [s.name for s in schemes],  # a message's scheme is named by its content
+        "alpha": args.alpha,
+        "max_pixels": args.max_pixels,
+        "metadata": not args.no_metadata,
+        "search": args.search,
+    }
+
+
+def _records_output(output: str | None, kind: str, appending: bool) -> contextlib.AbstractContextManager[TextIO]:
     """Where the records go: stdout; a JSONL or CSV file written line by line (a killed scan keeps
-    every finished record); a JSON array or table written whole under a temporary name."""
+    every finished record; --resume appends); a JSON array or table written whole under a temporary name."""
     if output is None:
         return contextlib.nullcontext(sys.stdout)
-    if kind in STREAMED_FORMATS:
-        return written_in_place(output)
+    if kind in resume.STREAMED_FORMATS:
+        return written_in_place(output, append=appending)
     return replaced_on_success(output, newline="")
 
 
@@ -235,11 +256,21 @@ def run(args: argparse.Namespace) -> int:
         return run_dataset(args, options, input_format)
     paths = list(expand(args.paths, args.all_files))
     if args.output:
+        check_output(args.output)
         refuse_overwriting(args.output, paths)
+    settings = _settings(args, schemes)
+    earlier: dict[str, str] = {}
+    if args.resume:
+        if not args.output:
+            raise UsageError("--resume carries on an audit written with -o FILE: give the same -o")
+        earlier = resume.recorded(args.output, args.format, settings)
+        paths = [p for p in paths if p not in earlier]
+    elif args.output and args.format in resume.STREAMED_FORMATS:
+        resume.write_settings(args.output, settings)
     progress = Progress(len(paths), sys.stderr) if sys.stderr.isatty() and len(paths) >= PROGRESS_MIN_FILES else None
     summary, start = Summary(), time.monotonic()
-    with _records_output(args.output, args.format) as out:
-        writer = make_writer(args.format, out, [s.name for s in schemes])
+    with _records_output(args.output, args.format, args.resume) as out:
+        writer = make_writer(args.format, out, [s.name for s in schemes], appending=args.resume)
         try:
             for record in scan(paths, options, min(args.workers, max(1, len(paths)))):
                 summary.add(record)
@@ -251,4 +282,7 @@ def run(args: argparse.Namespace) -> int:
             if progress:
                 progress.close()
     print(summary_text(summary.as_dict(), time.monotonic() - start), file=sys.stderr)
-    return EXIT_FILE_ERRORS if summary.errors else EXIT_OK
+    if earlier:
+        print(f"resumed: {len(earlier)} files were already recorded in {args.output}", file=sys.stderr)
+    earlier_errors = sum(status == "error" for status in earlier.values())
+    return EXIT_FILE_ERRORS if summary.errors or earlier_errors else EXIT_OK

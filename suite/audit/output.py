@@ -108,12 +108,13 @@ def flat_values(record: dict[str, Any]) -> dict[str, Any]:
 class CsvWriter:
     """One flat row per file (flat_columns), cells a spreadsheet would run neutralised."""
 
-    def __init__(self, stream: TextIO, schemes: list[str]):
+    def __init__(self, stream: TextIO, schemes: list[str], header: bool = True):
         self.stream = stream
         self.schemes = schemes
         self.columns = flat_columns(schemes)
         self.writer = csv.writer(stream)
-        self.writer.writerow(self.columns)
+        if header:  # not when appending to a resumed audit's CSV
+            self.writer.writerow(self.columns)
 
     def row(self, record: dict[str, Any]) -> list[Any]:
         values = flat_values(record)
@@ -163,13 +164,13 @@ class TableWriter:
         self.stream.flush()
 
 
-def make_writer(kind: str, stream: TextIO, schemes: list[str]) -> Writer:
+def make_writer(kind: str, stream: TextIO, schemes: list[str], appending: bool = False) -> Writer:
     if kind == "jsonl":
         return JsonLinesWriter(stream)
     if kind == "json":
         return JsonArrayWriter(stream)
     if kind == "csv":
-        return CsvWriter(stream, schemes)
+        return CsvWriter(stream, schemes, header=not appending)
     if kind == "table":
         return TableWriter(stream)
     raise ValueError(f"unknown format {kind!r}; known: {', '.join(FORMATS)}")

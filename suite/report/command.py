@@ -99,6 +99,7 @@ def _is_mark(mark: Any) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
+    from suite.audit.resume import audit_cwd
     from suite.report.dataset import dataset_report, is_dataset_output
     from suite.report.html import audit_report, bench_report
     from suite.report.robustness import is_robustness, read_records
@@ -119,7 +120,9 @@ def run(args: argparse.Namespace) -> int:
             if len(args.inputs) > 1:
                 print("sdsuite report: give either run directories or one audit JSONL file", file=sys.stderr)
                 return 2
-            document = audit_report(read_audit(audits[0]), str(audits[0]), audits[0].parent)
+            # relative paths are relative to where the audit ran, which its sidecar says
+            base = audit_cwd(audits[0]) or audits[0].parent
+            document = audit_report(read_audit(audits[0]), str(audits[0]), base)
             default = audits[0].with_suffix(".html")
         else:
             runs = [load_run(p) for p in args.inputs]
