@@ -30,7 +30,7 @@ import scipy.fft
 
 from suite.audit import votes
 from suite.audit.decode import ORDERS, ChannelOrder
-from suite.audit.detect import degrees_of_freedom, two_sided_p
+from suite.audit.detect import SCALE_FLOOR, degrees_of_freedom, two_sided_p
 from suite.watermark import Scheme
 
 ORIGINAL_WIDTHS = range(256, 2049, 64)  # pixels: where a cropped image may have come from (heights too)
@@ -108,6 +108,7 @@ class _Grids:
     whole_rows: np.ndarray  # (8, rows): which block rows are whole at each row offset
     whole_cols: np.ndarray  # (8, cols)
     mean: np.ndarray  # (readings, orders, 8, 8): each offset's mean vote over its whole blocks
+    spread: np.ndarray  # (readings, orders, 8, 8): the sum of squares of its centred votes
 
     @classmethod
     def of(cls, votes: np.ndarray, height: int, width: int) -> _Grids:
@@ -120,7 +121,8 @@ class _Grids:
         whole_cols = np.arange(cols)[None, :] < ((width - np.arange(GRID)) // GRID)[:, None]
         count = whole_rows.sum(axis=1)[:, None] * whole_cols.sum(axis=1)[None, :]
         mean = blocks.sum(axis=(2, 4)) / np.maximum(count, 1)
-        return cls(blocks.transpose(0, 1, 3, 5, 2, 4), whole_rows, whole_cols, mean)
+        spread = np.einsum("...rycx,...rycx->...yx", blocks, blocks) - count * mean**2
+        return cls(blocks.transpose(0, 1, 3, 5, 2, 4), whole_rows, whole_cols, mean, np.maximum(spread, 0.0))
 
 
 def _fold(values: np.ndarray, length: int, axis: int) -> np.ndarray:
@@ -164,16 +166,22 @@ def _sum_spectra(grids: _Grids, readings: int, length: int, lengths: np.ndarray)
     return sums.reshape(-1, *sums.shape[-2:])
 
 
-def _strongest(sums: np.ndarray, scheme: Scheme) -> np.ndarray:
-    """z of the strongest shift s of each (test, C), from D's half spectra (tests, C, k): exact for
-    the SCORED alignments whose peak stands out most from all their shifts, 0 for the others (they
-    cannot be the strongest: removing the fitted message changes a scale by little)."""
+def _strongest(sums: np.ndarray, spread: np.ndarray, scheme: Scheme) -> np.ndarray:
+    """z of the strongest shift s of each (test, C), from D's half spectra (tests, C, k) and each
+    test's sum of squared centred votes (tests,): exact for the SCORED alignments that stand out
+    most, 0 for the others (removing the fitted message changes a scale by little).
+
+    As in detect.z_scores, the scale is the decoys' rms but never less than SCALE_FLOOR times the
+    spread's root (the scale T has when the blocks are shuffled among the bits).
+    """
     length = scheme.length
     message, autocorrelation = _message(scheme.bits)
     t = scipy.fft.irfft(np.conj(sums) * message, n=length, axis=-1).reshape(-1, length)  # T for every shift s
+    floor = SCALE_FLOOR * np.sqrt(np.repeat(spread, sums.shape[1]))
     best = np.abs(t).argmax(axis=-1)
     peak = t[np.arange(t.shape[0]), best]
-    stands_out = peak**2 / np.maximum(np.einsum("ij,ij->i", t, t) - peak**2, 1e-300)
+    rough_scale = np.sqrt(np.maximum(np.einsum("ij,ij->i", t, t) - peak**2, 0.0) / max(length - 1, 1))
+    stands_out = np.abs(peak) / np.maximum(np.maximum(rough_scale, floor), 1e-30)
     scored = np.argpartition(stands_out, -SCORED)[-SCORED:] if t.shape[0] > SCORED else np.arange(t.shape[0])
     # the other shifts, less what the fitted message puts into them, are the decoys
     decoys = (
@@ -181,10 +189,10 @@ def _strongest(sums: np.ndarray, scheme: Scheme) -> np.ndarray:
         - (peak[scored] / length)[:, None] * autocorrelation[(np.arange(length) - best[scored, None]) % length]
     )
     decoys[np.arange(scored.size), best[scored]] = 0.0
-    scale = np.sqrt(np.sum(decoys**2, axis=-1) / max(length - 1, 1))
+    scale = np.maximum(np.sqrt(np.sum(decoys**2, axis=-1) / max(length - 1, 1)), floor[scored])
     z = np.zeros(t.shape[0])
     top = peak[scored]
-    z[scored] = np.where(scale > 1e-9 * np.maximum(1.0, np.abs(top)), top / np.maximum(scale, 1e-300), 0.0)
+    z[scored] = np.where(scale > 1e-6 * np.maximum(1.0, np.abs(top)), top / np.maximum(scale, 1e-300), 0.0)
     return z.reshape(sums.shape[:-1])
 
 
@@ -204,7 +212,8 @@ def search(u: np.ndarray, schemes: list[Scheme]) -> list[CropEvidence | None]:
         if grids.whole_rows[0].sum() * grids.whole_cols[0].sum() < scheme.length:
             evidence.append(None)
             continue
-        z = _strongest(_sum_spectra(grids, len(readings), scheme.length, lengths), scheme)
+        spread = grids.spread[: len(readings)].reshape(-1)
+        z = _strongest(_sum_spectra(grids, len(readings), scheme.length, lengths), spread, scheme)
         strongest = np.unravel_index(int(np.abs(z).argmax()), z.shape)
         reading, order, dy, dx = np.unravel_index(strongest[0], (len(readings), orders, GRID, GRID))
         p_value = two_sided_p(float(z[strongest]), degrees_of_freedom(scheme.bits))
