@@ -97,24 +97,28 @@ class Blocks:
         return _reduce(np.stack(planes), np.maximum)
 
     def impulses(self, centre: float | None = None) -> np.ndarray:
-        """(orders, blocks): how far each block's read coefficient stands out from the ring of
-        samples around it in the band (sums units, _standout): the largest one's or, with `centre`, the one farthest
-        from it, then signed away from it.
+        """(orders, blocks): how far each block's read coefficient (its largest or, with `centre`,
+        the one farthest from it, then signed away from it) stands out from the ring of samples
+        RING away (sums units). The ring's mean changes slowly, so its mean over the block stands in
+        for its value at the read coefficient.
 
         The encoder moves that coefficient by 9 + 18 * bit - (value mod 36): -9 on average for a 0,
         +9 for a 1. Lossy chroma coding blurs the lattice position away but keeps much of that step.
         """
-        band, residual = self.band, self.standout
+        surround = self.surround
         if centre is None:
-            return _at_block_maximum(band, self.peak_sums, residual, self.grid)
-        away = band - np.float32(2 * centre)
-        key = np.abs(away)
-        return _at_block_maximum(key, _reduce(key, np.maximum), residual * np.sign(away), self.grid)
+            return self.peak_sums - surround
+        middle = np.float32(2 * centre)
+        above = self.peak_sums - middle >= middle - self.trough_sums
+        return np.where(above, self.peak_sums - surround, surround - self.trough_sums)
 
     @cached_property
-    def standout(self) -> np.ndarray:
-        """(orders, rows * 4, cols * 4): each coefficient less the mean of its ring (_standout)."""
-        return np.stack([_standout(plane) for plane in self.band])
+    def surround(self) -> np.ndarray:
+        """(orders, blocks): the mean, over each block, of the ring around each of its coefficients."""
+        rows, cols = self.grid
+        # an area resize by exactly 1/4 is the mean of each 4x4 block
+        means = [cv2.resize(_ring_mean(plane), (cols, rows), interpolation=cv2.INTER_AREA) for plane in self.band]
+        return np.stack(means).reshape(len(means), -1)
 
     def _exact_peak(self, order: np.ndarray, block: np.ndarray) -> np.ndarray:
         """pywt's own float LL maximum for the given (order, block) pairs."""
@@ -149,16 +153,6 @@ def _reduce(band: np.ndarray, pick: np.ufunc) -> np.ndarray:
     return picked.reshape(*band.shape[:-2], -1)
 
 
-def _at_block_maximum(key: np.ndarray, maximum: np.ndarray, value: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
-    """(..., blocks): `value` where `key` reaches its block's `maximum` among the 15 non-first entries
-    (the largest such value where several do)."""
-    rows, cols = grid
-    shape = (*key.shape[:-2], rows, BLOCK, cols, BLOCK)
-    peak = maximum.astype(key.dtype, copy=False).reshape(*key.shape[:-2], rows, 1, cols, 1)
-    chosen = np.where(key.reshape(shape) == peak, value.reshape(shape), np.float32(-np.inf))
-    return _reduce(chosen.reshape(key.shape), np.maximum)
-
-
 def _inverse_triangle(taps: int = 4) -> np.ndarray:
     """The FIR that undoes a [1/8, 3/4, 1/8] blur: its response 3/4 + cos(w)/4 never falls below
     1/2, so the inverse is short and stable."""
@@ -179,14 +173,14 @@ _UNBLUR = _inverse_triangle()
 RING = 3
 
 
-def _standout(plane: np.ndarray) -> np.ndarray:
-    """Each coefficient less the mean of the ring of samples RING away from it (two box sums)."""
+def _ring_mean(plane: np.ndarray) -> np.ndarray:
+    """The mean of the ring of samples RING away from each sample (two box sums)."""
     outer, inner = 2 * RING + 1, 2 * RING - 1
     box = {
         side: cv2.boxFilter(plane, -1, (side, side), normalize=False, borderType=cv2.BORDER_REFLECT)
         for side in (outer, inner)
     }
-    return plane - (box[outer] - box[inner]) / np.float32(outer**2 - inner**2)
+    return (box[outer] - box[inner]) / np.float32(outer**2 - inner**2)
 
 
 def block_grid(height: int, width: int) -> tuple[int, int]:
