@@ -268,3 +268,36 @@ def test_s3_shards_on_a_local_dask_cluster(images, s3, capsys):
     assert code == 1 and "2 already done" in err
     assert not commit(fs, "data/audit/00000.parquet", b"again")  # If-None-Match: * refuses a second write
     assert fs.cat_file("data/audit/00000.parquet").startswith(b"PAR1")
+
+
+def test_shards_over_http(tmp_path, capsys):
+    """A plain HTTP server on 127.0.0.1 serving the shards: fsspec's http filesystem streams them."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    shards = write_tiny_shards(tmp_path / "www", 2, 4)
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(tmp_path / "www"))
+    handler.log_message = lambda *args: None
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        code, err = audit(capsys, f"{base}/{{00000..00001}}.tar", "-o", tmp_path / "out", "--workers", "1")
+    finally:
+        server.shutdown()
+    assert code == 0 and "8 images: 0 ok, 8 too small" in err
+    assert_each_shard_once(tmp_path / "out", {f"{base}/{Path(url).name}": n for url, n in shards.items()})
+
+
+def test_progress_counts_shards_and_images():
+    import io
+
+    from suite.audit.datasets import ShardProgress
+
+    stream = io.StringIO()
+    progress = ShardProgress(3, stream)
+    for images in (100, 0, 50):
+        progress.step(images)
+    progress.close()
+    assert "3/3 shards 150 images" in stream.getvalue()
