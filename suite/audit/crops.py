@@ -94,35 +94,33 @@ def _block_extremes(sums: np.ndarray, pick: np.ufunc) -> np.ndarray:
     return pick(right[:, :rows], lower)
 
 
-def _votes(u: np.ndarray, float_reading: bool) -> np.ndarray:
-    """(readings, orders, height - 7, width - 7) soft votes of the block whose first pixel is at each pixel."""
-    sums = _pair_sums(u)
-    return votes.soft(_block_extremes(sums, np.maximum), _block_extremes(sums, np.minimum) if float_reading else None)
-
-
 @dataclass(frozen=True)
 class _Grids:
     """Every grid offset's blocks, read once for all schemes."""
 
-    votes: np.ndarray  # (readings, orders, 8, 8, rows, cols) soft votes, 0 where a block is not whole
+    blocks: np.ndarray  # (readings, orders, rows, 8, cols, 8): block (r, c) at offset (y, x) is [..., r, y, c, x]
     whole_rows: np.ndarray  # (8, rows): which block rows are whole at each row offset
     whole_cols: np.ndarray  # (8, cols)
     mean: np.ndarray  # (readings, orders, 8, 8): each offset's mean vote over its whole blocks
     spread: np.ndarray  # (readings, orders, 8, 8): the sum of squares of its centred votes
 
     @classmethod
-    def of(cls, votes: np.ndarray, height: int, width: int) -> _Grids:
+    def of(cls, u: np.ndarray, float_reading: bool) -> _Grids:
+        """The soft votes of the block whose first pixel is at each pixel, 0 where it is not whole."""
+        orders, height, width = u.shape
         rows, cols = height // GRID, width // GRID
-        padded = np.zeros((*votes.shape[:2], rows * GRID, cols * GRID), np.float32)
-        kept = votes[..., : rows * GRID, : cols * GRID]
-        padded[..., : kept.shape[2], : kept.shape[3]] = kept
-        blocks = padded.reshape(*votes.shape[:2], rows, GRID, cols, GRID)
+        sums = _pair_sums(u)
+        peak = _block_extremes(sums, np.maximum)[:, : rows * GRID, : cols * GRID]
+        trough = _block_extremes(sums, np.minimum)[:, : rows * GRID, : cols * GRID] if float_reading else None
+        padded = np.zeros((1 + float_reading, orders, rows * GRID, cols * GRID), np.float32)
+        votes.soft(peak, trough, out=padded[..., : peak.shape[1], : peak.shape[2]])
+        blocks = padded.reshape(*padded.shape[:2], rows, GRID, cols, GRID)
         whole_rows = np.arange(rows)[None, :] < ((height - np.arange(GRID)) // GRID)[:, None]
         whole_cols = np.arange(cols)[None, :] < ((width - np.arange(GRID)) // GRID)[:, None]
         count = whole_rows.sum(axis=1)[:, None] * whole_cols.sum(axis=1)[None, :]
         mean = blocks.sum(axis=(2, 4)) / np.maximum(count, 1)
         spread = np.einsum("...rycx,...rycx->...yx", blocks, blocks) - count * mean**2
-        return cls(blocks.transpose(0, 1, 3, 5, 2, 4), whole_rows, whole_cols, mean, np.maximum(spread, 0.0))
+        return cls(blocks, whole_rows, whole_cols, mean, np.maximum(spread, 0.0))
 
 
 def _fold(values: np.ndarray, length: int, axis: int) -> np.ndarray:
@@ -155,7 +153,7 @@ def _sum_spectra(grids: _Grids, readings: int, length: int, lengths: np.ndarray)
     period = length // step
     k = np.arange(length // 2 + 1)
     rows = (lengths[:, None] // step * k) % period  # (C, k)
-    table = _fold(_fold(grids.votes[:readings], period, -2), length, -1)
+    table = _fold(_fold(grids.blocks[:readings], period, 2), length, 4).transpose(0, 1, 3, 5, 2, 4)
     spectrum = scipy.fft.fft(scipy.fft.rfft(table, n=length, axis=-1), n=period, axis=-2)
     sums = spectrum[..., rows, k]  # (..., 8, 8, C, k)
     whole_rows = _fold(grids.whole_rows.astype(np.float32), period, -1)
@@ -204,7 +202,7 @@ def search(u: np.ndarray, schemes: list[Scheme]) -> list[CropEvidence | None]:
     if max(height, width) > ORIGINAL_WIDTHS[-1] or min(height, width) < GRID:
         return [None] * len(schemes)
     float_reading = any(scheme.float_path for scheme in schemes)
-    grids = _Grids.of(_votes(u, float_reading), height, width)
+    grids = _Grids.of(u, float_reading)
     evidence: list[CropEvidence | None] = []
     for scheme in schemes:
         readings = votes.readings_of(scheme)

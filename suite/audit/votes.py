@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from suite.audit.decode import BLOCK
-from suite.audit.detect import FLOAT_OFFSET, soft_votes
+from suite.audit.decode import BLOCK, SCALE
+from suite.audit.detect import FLOAT_OFFSET
 from suite.watermark import Scheme
 
 READINGS = ("uint8", "float")  # detect.PATHS' names; "float" only for float-path schemes
@@ -24,18 +24,19 @@ def readings_of(scheme: Scheme) -> tuple[str, ...]:
     return READINGS if scheme.float_path else READINGS[:1]
 
 
-def soft(peak: np.ndarray, trough: np.ndarray | None) -> np.ndarray:
-    """(readings, ...) float32 soft votes from twice the largest and smallest non-first
-    coefficients (sums of four pixels); the "float" reading only where `trough` is given."""
-    half = np.float32(0.5)
-    result = np.empty((1 if trough is None else 2, *peak.shape), np.float32)
-    np.multiply(peak, half, out=result[0])
+def soft(peak: np.ndarray, trough: np.ndarray | None, out: np.ndarray | None = None) -> np.ndarray:
+    """(readings, ...) float32 soft votes (detect.soft_votes) from twice the largest and smallest
+    non-first coefficients (sums of four pixels); the "float" reading only where `trough` is
+    given. Written into `out` where given (the crop search's padded grid)."""
+    result = np.empty((1 if trough is None else 2, *peak.shape), np.float32) if out is None else out
+    turn = np.float32(np.pi / SCALE)  # soft_votes' 2 pi / SCALE, on half the sums
+    np.multiply(peak, turn, out=result[0])
     if trough is not None:
         offset = np.float32(2 * FLOAT_OFFSET)
         np.subtract(peak, offset, out=result[1])
         np.maximum(result[1], offset - trough, out=result[1])
-        result[1] *= half
-    return soft_votes(result)
+        result[1] *= turn
+    return np.sin(result, out=result)
 
 
 def block_extremes(band: np.ndarray, float_reading: bool) -> tuple[np.ndarray, np.ndarray | None]:
