@@ -10,11 +10,16 @@ Dask does its own scheduling, retries (`retries=`) and poison-task detection (a 
 keep dying is marked failed after `distributed.scheduler.allowed-failures` deaths); the local pool
 has neither, so after a worker dies it runs the shards that were in flight one at a time, which
 pins the death on the one that caused it.
+
+A file audit on Dask (scan_files) sends the files in batches, one task each, and yields their
+records in input order, as the local pool does.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import itertools
 import logging
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
@@ -22,9 +27,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from suite.audit.defaults import ENGINES, SHARD_RETRIES
+from suite.audit.scan import AuditOptions, audit_file, new_record
 from suite.audit.shards import ShardJob, audit_shard
 
 WINDOW_PER_WORKER = 2  # tasks in flight per worker: one running, one queued behind it
+FILES_PER_TASK = 64  # a file audit on Dask: files per task (a task costs the scheduler ~1 ms)
 
 ShardTask = Callable[[str, ShardJob], dict[str, Any]]
 
@@ -110,41 +117,50 @@ def _run_local(urls: Iterable[str], job: ShardJob, engine: Engine, task: ShardTa
         pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _run_dask(urls: Iterable[str], job: ShardJob, engine: Engine, task: ShardTask) -> Iterator[dict[str, Any]]:
+@contextlib.contextmanager
+def dask_client(engine: Engine) -> Iterator[Any]:
+    """A client of the scheduler at `engine.scheduler`, or of a LocalCluster started for the job."""
     import dask
-    from distributed import Client, LocalCluster, as_completed
+    from distributed import Client, LocalCluster
 
-    cluster = None
     # A worker holds only the task it runs (saturation 1.0), so a worker's death makes only that
     # task suspicious: a poison shard cannot use up the retries of the shards queued behind it.
     settings = {
         "distributed.scheduler.allowed-failures": engine.retries,
         "distributed.scheduler.worker-saturation": 1.0,
     }
-    with dask.config.set(settings):
-        if engine.scheduler is None:
-            cluster = LocalCluster(
-                n_workers=engine.workers,
-                threads_per_worker=1,
-                processes=True,
-                dashboard_address=None,
-                silence_logs=logging.CRITICAL,  # failures are reported in _failed.jsonl,
+    with contextlib.ExitStack() as stack:
+        with dask.config.set(settings):
+            address = engine.scheduler or stack.enter_context(
+                LocalCluster(
+                    n_workers=engine.workers,
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=None,
+                    silence_logs=logging.CRITICAL,  # failures are reported in the outputs
+                )
             )
-        client = Client(engine.scheduler or cluster)
+            client = stack.enter_context(Client(address))
+        yield client
+
+
+def _run_dask(urls: Iterable[str], job: ShardJob, engine: Engine, task: ShardTask) -> Iterator[dict[str, Any]]:
+    from distributed import as_completed
+
     pending = iter(urls)
     shards: dict[str, str] = {}  # task key -> shard URL
     finished = as_completed()
+    with dask_client(engine) as client:
 
-    def submit() -> bool:
-        url = next(pending, None)
-        if url is None:
-            return False
-        key = f"audit-shard-{hashlib.sha256(url.encode()).hexdigest()[:20]}"
-        shards[key] = url
-        finished.add(client.submit(task, url, job, key=key, retries=engine.retries, pure=False))
-        return True
+        def submit() -> bool:
+            url = next(pending, None)
+            if url is None:
+                return False
+            key = f"audit-shard-{hashlib.sha256(url.encode()).hexdigest()[:20]}"
+            shards[key] = url
+            finished.add(client.submit(task, url, job, key=key, retries=engine.retries, pure=False))
+            return True
 
-    try:
         for _ in range(_dask_window(client)):
             if not submit():
                 break
@@ -157,10 +173,40 @@ def _run_dask(urls: Iterable[str], job: ShardJob, engine: Engine, task: ShardTas
             future.release()
             while finished.count() < _dask_window(client) and submit():
                 pass
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+
+
+def scan_files(paths: Iterable[str], options: AuditOptions, engine: Engine) -> Iterator[dict[str, Any]]:
+    """Files' records in input order, FILES_PER_TASK files per Dask task (every worker must see the
+    paths: a LocalCluster, or a filesystem shared by every machine)."""
+    pending = iter(paths)
+    in_order: deque[tuple[list[str], Any]] = deque()
+    with dask_client(engine) as client:
+        while True:
+            while len(in_order) < _dask_window(client):
+                batch = list(itertools.islice(pending, FILES_PER_TASK))
+                if not batch:
+                    break
+                in_order.append((batch, client.submit(audit_files, batch, options, retries=engine.retries, pure=False)))
+            if not in_order:
+                return
+            batch, future = in_order.popleft()
+            try:
+                yield from future.result()
+            except Exception as exc:
+                for path in batch:
+                    record = new_record(path=path)
+                    record["error"] = f"the worker auditing it died or failed ({type(exc).__name__}: {exc})"[:500]
+                    record["error_kind"] = "corrupt"
+                    yield record
+            future.release()
+
+
+def audit_files(paths: list[str], options: AuditOptions) -> list[dict[str, Any]]:
+    """One Dask task of a file audit."""
+    import cv2
+
+    cv2.setNumThreads(1)
+    return [audit_file(path, options) for path in paths]
 
 
 def _dask_window(client: Any) -> int:

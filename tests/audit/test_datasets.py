@@ -301,3 +301,18 @@ def test_progress_counts_shards_and_images():
         progress.step(images)
     progress.close()
     assert "3/3 shards 150 images" in stream.getvalue()
+
+
+def test_a_folder_audited_on_dask_gives_the_local_records_in_order(tmp_path, capsys):
+    folder = tmp_path / "files"
+    folder.mkdir()
+    for key, extension, data in [*shard_corpus.tiny_samples(5), CORRUPT]:
+        (folder / f"{key}.{extension}").write_bytes(data)
+    outputs = {}
+    for engine in ("local", "dask"):
+        outputs[engine] = tmp_path / f"{engine}.jsonl"
+        code, _ = audit(capsys, folder, "--format", "jsonl", "-o", outputs[engine], "--engine", engine, "--workers", 1)
+        assert code == 1
+    records = [json.loads(line) for line in outputs["dask"].read_text().splitlines()]
+    assert [Path(r["path"]).name for r in records] == sorted(p.name for p in folder.iterdir())
+    assert outputs["dask"].read_text() == outputs["local"].read_text()
