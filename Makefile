@@ -12,6 +12,7 @@ OUT ?=
 BENCH_ARGS ?=
 PATHS ?=
 AUDIT_ARGS ?=
+FUZZ_EXAMPLES ?= 500
 CORPUS ?=
 ROBUSTNESS_ARGS ?=
 # CPU wheels of torch; used only when no NVIDIA GPU is present (falls back to PyPI's build).
@@ -23,7 +24,7 @@ HAS_NVIDIA := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)
 LATEST_RUN = $(shell ls -td reports/*/ 2>/dev/null | grep -v '^reports/examples/' | head -1)
 
-.PHONY: help install browser test bench bench-micro report audit robustness lint clean
+.PHONY: help install browser test fuzz bench bench-micro report audit robustness lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -50,6 +51,9 @@ browser: ## Debian's chromium, for the report's browser test (skipped where it c
 
 test: install browser ## run the test suite (CPU, tiny models)
 	$(PY) -m pytest -q tests --ignore=tests/benchmarks; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
+
+fuzz: install ## every sdsuite command against many more generated bad inputs than make test (FUZZ_EXAMPLES=500 per test)
+	SDSUITE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q tests/test_cli_fuzz.py
 
 bench: install ## run the main benchmark: PROFILE=auto|quick|reference|smoke|fast|scaling|capacity|FILE [WEIGHTS=synthetic|tiny|PATH|HUB_ID]
 	$(VENV)/bin/sdsuite bench $(PROFILE) $(if $(WEIGHTS),--weights $(WEIGHTS)) $(if $(OUT),--out $(OUT)) $(BENCH_ARGS)

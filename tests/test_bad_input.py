@@ -171,6 +171,8 @@ def test_a_torn_last_line_is_still_dropped(capsys, bench_run):
         ('{"path": "a.png", "status": 5}', "record 2 is not an audit record (status 5"),
         ('{"path": "a.png", "status": "ok", "watermarks": [1]}', "record 2 is not an audit record (watermarks"),
         ("42", "record 2 is not an audit record (not a JSON object)"),
+        ('{"path": "", "status": "too_small", "error": [null]}', "record 2 is not an audit record (error is not text)"),
+        ('{"path": "a", "status": "ok", "watermarks": [{"scheme": "x", "search": {"edit": "crop"}}]}', "(watermarks"),
     ],
 )
 def test_report_of_a_damaged_audit_names_the_record(capsys, audit_jsonl, line, words):

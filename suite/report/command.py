@@ -77,6 +77,9 @@ def audit_record_problem(record: Any) -> str | None:
         return "no path"
     if record.get("status") not in AUDIT_STATUSES:
         return f"status {record.get('status')!r} is not one of {', '.join(AUDIT_STATUSES)}"
+    for key in ("error", "error_kind"):
+        if not isinstance(record.get(key), str | None):
+            return f"{key} is not text"
     marks = record.get("watermarks") or []
     if not isinstance(marks, list) or not all(_is_mark(m) for m in marks):
         return "watermarks is not a list of scheme results"
@@ -92,9 +95,24 @@ def _is_mark(mark: Any) -> bool:
     return (
         isinstance(mark, dict)
         and isinstance(mark.get("scheme"), str)
-        and isinstance(mark.get("p_value"), int | float | None)
-        and isinstance(mark.get("bit_accuracy"), int | float | None)
-        and isinstance(mark.get("search"), dict | None)
+        and all(isinstance(mark.get(key), int | float | None) for key in ("p_value", "bit_accuracy", "z"))
+        and all(isinstance(mark.get(key), str | None) for key in ("decoded", "bits", "order", "path"))
+        and _is_search(mark.get("search"))
+    )
+
+
+def _is_search(search: Any) -> bool:
+    """A mark's `search`: None, a crop's grid offset or a resize's original size (two integers each)."""
+    if search is None:
+        return True
+    if not isinstance(search, dict):
+        return False
+    pair = search.get("grid_offset" if search.get("edit") == "crop" else "original_size")
+    return (
+        search.get("edit") in ("crop", "resize")
+        and isinstance(pair, list)
+        and len(pair) == 2
+        and all(isinstance(v, int) for v in pair)
     )
 
 
