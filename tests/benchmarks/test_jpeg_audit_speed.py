@@ -1,0 +1,59 @@
+"""What auditing a folder of JPEGs costs against merely decoding them, with and without the searches.
+
+A JPEG is read twice: fully, for the pixels the reference decoder reads, and at half scale, for
+the chroma planes the file stores (readers.py). Both audits and the decode-only baseline run on
+all cores, interleaved, best round kept; the ratios go to extra_info and docs/audit.md.
+"""
+
+from __future__ import annotations
+
+import os
+
+import audit_corpus
+import pytest
+from png_reader import read_png
+from test_audit_speed import _best_per_call, _decode_all, _report
+
+from suite.cli import main
+from suite.watermark import embed
+
+FILES = 400
+
+
+@pytest.fixture(scope="module")
+def jpeg_folder(tmp_path_factory) -> list[str]:
+    """512x512 JPEGs at quality 90, 4:2:0 (PIL's default): photographs and illustrations, half marked."""
+    folder = tmp_path_factory.mktemp("jpeg-bench")
+    bases = [image for _, image in audit_corpus.clean_images(count_per_size=5, sizes=((512, 512),))]
+    marked = [embed(image, scheme) for image, scheme in zip(bases, ["sd-v1", "sd-v2", "sdxl"] * 4, strict=False)]
+    variants = [*bases, *marked]
+    paths = []
+    for i in range(FILES):
+        path = folder / f"{i:04d}.jpg"
+        variants[i % len(variants)].save(path, quality=90)
+        paths.append(str(path))
+    return paths
+
+
+def _audit(folder: str, search: str) -> None:
+    code = main(["audit", folder, "--format", "jsonl", "-o", os.devnull, "--search", search])
+    assert code == 0
+
+
+def test_jpeg_folder_audit_vs_decoding(benchmark, jpeg_folder, capsys):
+    folder, workers = os.path.dirname(jpeg_folder[0]), os.cpu_count() or 1
+    runs = {
+        "decode": lambda: _decode_all(jpeg_folder, workers, read_png),
+        "audit_never": lambda: _audit(folder, "never"),
+        "audit_auto": lambda: _audit(folder, "auto"),
+    }
+    best = dict.fromkeys(runs, float("inf"))
+    for _ in range(3):
+        for name, run in runs.items():
+            best[name] = min(best[name], _best_per_call(run, 1))
+    capsys.readouterr()
+    benchmark.pedantic(_audit, (folder, "never"), rounds=1, iterations=1)
+    for name in ("audit_never", "audit_auto"):
+        _report(benchmark, f"jpeg_{name}_vs_decode", best["decode"] / best[name], **{name: best[name] / FILES})
+    benchmark.extra_info["decode_ms_per_file"] = round(best["decode"] / FILES * 1e3, 3)
+    assert best["decode"] / best["audit_never"] >= 0.25  # reading the chroma twice and three paths stay cheap
