@@ -319,8 +319,7 @@ def run(args: argparse.Namespace) -> int:
             scenarios = _matching_weights(scenarios, args.weights)
         _check_runnable(scenarios)
     except (scenario.ScenarioError, WeightsError) as exc:
-        print(f"sdsuite bench: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(str(exc)) from exc
     profile = path.stem
     if args.list:
         for s in scenarios:

@@ -451,3 +451,34 @@ def test_audit_report_finds_thumbnails_from_another_folder(capsys, folder, tmp_p
     monkeypatch.chdir(tmp_path)
     code, _, _ = run(capsys, "report", out, "-o", tmp_path / "r.html")
     assert code == 0 and (tmp_path / "r.html").read_text().count("data:image/jpeg;base64") == 2
+
+
+def test_kill_9_never_leaves_a_half_written_json_output(tmp_path):
+    for i in range(30):
+        Image.new("RGB", (512, 512), (i, 90, 160)).save(tmp_path / f"{i:02d}.png")
+    out = tmp_path / "audit.json"
+    out.write_text("[]\n")  # an earlier audit's output
+    proc = sdsuite("audit", str(tmp_path), "-o", str(out), "--format", "json", "--workers", "1", "--search", "always")
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".audit.json.*.tmp")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1)
+    proc.kill()
+    proc.communicate(timeout=60)
+    assert json.loads(out.read_text()) == []
+
+
+def test_debug_shows_the_traceback_and_a_bug_keeps_its_own(capsys, monkeypatch):
+    from suite.errors import UsageError
+
+    with pytest.raises(UsageError) as caught:
+        main(["--debug", "report", "/nonexistent-run"])
+    assert isinstance(caught.value.__cause__, FileNotFoundError)  # the whole story
+    import suite.report.command
+
+    def broken(args):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(suite.report.command, "run", broken)
+    with pytest.raises(RuntimeError):
+        main(["report", "/nonexistent-run"])

@@ -259,8 +259,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         schemes = schemes_from_args(args)
     except ValueError as exc:
-        print(f"sdsuite audit: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        raise UsageError(str(exc)) from exc
     options = AuditOptions(tuple(schemes), args.alpha, args.max_pixels, not args.no_metadata, args.search)
     input_format = dataset_format(args.paths, args.input_format)
     if input_format != "files":

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from suite.errors import UsageError
 from suite.safe_files import refuse_overwriting, replaced_on_success
 
 AUDIT_STATUSES = ("ok", "too_small", "error")
@@ -147,8 +148,9 @@ def run(args: argparse.Namespace) -> int:
             document = bench_report(runs)
             default = args.inputs[0] / "report.html"
     except (OSError, ValueError) as exc:
-        print(f"sdsuite report: {exc}", file=sys.stderr)
-        return 2
+        if isinstance(exc, OSError) and exc.filename is not None:
+            raise  # the boundary names the file
+        raise UsageError(str(exc)) from exc
     out = args.output or default
     refuse_overwriting(out, [*audits, *(p / "results.jsonl" for p in args.inputs)])
     with replaced_on_success(out) as handle:

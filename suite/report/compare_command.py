@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
+
+from suite.errors import UsageError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,7 +23,6 @@ def run(args: argparse.Namespace) -> int:
     try:
         a, b = load_run(args.a), load_run(args.b)
     except (OSError, ValueError) as exc:
-        print(f"sdsuite compare: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(str(exc)) from exc
     print(format_table(a, b, compare_runs(a, b)))
     return 0
