@@ -479,8 +479,9 @@ def test_bench_takes_the_probe_servers_asked_for_only_where_the_card_can_tell_th
     assert _probe_servers(None, h200, [Scenario(name="timed", model="sd-v1", device="cuda")]) == 1  # no search to share
     assert _probe_servers(3, {**h200, "gpu_process_memory": False}, profile) == 1
     assert "whose driver reports each process's memory" in capsys.readouterr().err
-    with pytest.raises(SystemExit, match="1 or more"):
-        _probe_servers(0, h200, profile)
+    with pytest.raises(SystemExit) as refused:  # checked as the option is read, before anything runs
+        main(["bench", "capacity", "--list", "--probe-servers", "0"])
+    assert refused.value.code == 2 and "--probe-servers: must be at least 1" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
