@@ -1,7 +1,8 @@
 """Shard tasks that kill their worker process, for the fault tests (importable by spawned workers).
 
-The workers find this module through PYTHONPATH (the tests set it to this folder before any
-worker starts); each wrapper runs the real task, suite.audit.shards.audit_shard.
+Dask's workers find this module through PYTHONPATH (the tests set it to this folder before the
+cluster starts; a local pool's workers get the tests' sys.path). A shard's first death is
+remembered in a file beside the shard. Each wrapper runs the real task, suite.audit.shards.audit_shard.
 """
 
 from __future__ import annotations
@@ -11,13 +12,10 @@ from typing import Any
 
 from suite.audit.shards import ShardJob, audit_shard
 
-MARKERS = "SDSUITE_TEST_MARKERS"  # a folder where the first death of each shard is remembered
-
 
 def _first_time(shard_url: str) -> bool:
-    marker = os.path.join(os.environ[MARKERS], os.path.basename(shard_url))
     try:
-        with open(marker, "x"):
+        with open(f"{shard_url}.died", "x"):
             return True
     except FileExistsError:
         return False

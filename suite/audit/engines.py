@@ -149,8 +149,8 @@ def _run_dask(urls: Iterable[str], job: ShardJob, engine: Engine, task: ShardTas
 
     pending = iter(urls)
     shards: dict[str, str] = {}  # task key -> shard URL
-    finished = as_completed()
     with dask_client(engine) as client:
+        finished = as_completed()
 
         def submit() -> bool:
             url = next(pending, None)

@@ -171,12 +171,9 @@ def dataset_args(*argv: object):
 
 
 @pytest.fixture
-def workers_import_tests(tmp_path, monkeypatch):
-    """Spawned workers import the fault tasks from this folder; their first deaths are remembered here."""
+def workers_import_tests(monkeypatch):
+    """Spawned Dask workers import the fault tasks (tests/shard_faults.py) from this folder."""
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
-    markers = tmp_path / "markers"
-    markers.mkdir()
-    monkeypatch.setenv(shard_faults.MARKERS, str(markers))
 
 
 @pytest.mark.parametrize("engine", ["local", "dask"])
@@ -316,3 +313,35 @@ def test_a_folder_audited_on_dask_gives_the_local_records_in_order(tmp_path, cap
     records = [json.loads(line) for line in outputs["dask"].read_text().splitlines()]
     assert [Path(r["path"]).name for r in records] == sorted(p.name for p in folder.iterdir())
     assert outputs["dask"].read_text() == outputs["local"].read_text()
+
+
+def test_a_dask_worker_killed_mid_shard_from_outside(tmp_path):
+    """SIGKILL the worker process that is auditing a shard: Dask reruns the shard elsewhere and it
+    is committed once."""
+    import threading
+
+    import dask
+    from distributed import Client, LocalCluster
+
+    shards = write_tiny_shards(tmp_path / "in", 4, 1500)
+    out = tmp_path / "out"
+    with (
+        dask.config.set({"distributed.scheduler.worker-saturation": 1.0}),
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
+        args = dataset_args(tmp_path / "in", "--input-format", "webdataset", "-o", out, "--engine", "dask")
+        args.scheduler = cluster.scheduler_address
+        codes = []
+        driver = threading.Thread(target=lambda: codes.append(run_dataset(args, AuditOptions(), "webdataset")))
+        driver.start()
+        busy = {}
+        while not busy and driver.is_alive():
+            busy = {worker: tasks for worker, tasks in client.processing().items() if tasks}
+            time.sleep(0.05)
+        victim = next(iter(busy))
+        os.kill(client.run(os.getpid, workers=[victim])[victim], signal.SIGKILL)
+        driver.join(timeout=120)
+    assert codes == [0]
+    assert_each_shard_once(out, shards)
+    assert json.loads((out / SUMMARY_FILE).read_text())["images"] == 4 * 1500
