@@ -125,6 +125,7 @@ def shard_urls(inputs: Iterable[str], source: Source) -> list[str]:
     suffix = next(ext for ext, name in DATASET_FORMATS.items() if name == source.format)
     urls: list[str] = []
     for item in inputs:
+        _refuse_credentials_in(item)
         for name in expand_braces(item):
             fs, path = fsspec.core.url_to_fs(name, **source.storage_options)
             protocol = _protocol(name)
@@ -135,6 +136,29 @@ def shard_urls(inputs: Iterable[str], source: Source) -> list[str]:
             else:
                 urls.append(name)
     return urls
+
+
+def _refuse_credentials_in(url: str) -> None:
+    """A user:password, or a signed query (S3 presigned, GCS signed, Azure SAS), would be written
+    into every record and task of the job."""
+    from urllib.parse import parse_qs, urlsplit
+
+    if "://" not in url:
+        return
+    parts = urlsplit(url)
+    query = {name.lower() for name in parse_qs(parts.query)}
+    if parts.password or query & {
+        "x-amz-signature",
+        "x-amz-credential",
+        "x-goog-signature",
+        "sig",
+        "signature",
+        "token",
+    }:
+        raise UsageError(
+            f"{parts.scheme}://{parts.hostname}/...: the URL carries credentials, which would be written into "
+            "every record and task; give them through the standard chain (or --storage-options for non-secrets)"
+        )
 
 
 def _protocol(url: str) -> str:

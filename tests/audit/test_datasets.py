@@ -150,6 +150,8 @@ def test_usage_errors(tmp_path, capsys):
     assert "give the folder or URL with -o" in audit(capsys, shard)[1]
     code, err = audit(capsys, shard, "-o", tmp_path / "o", "--storage-options", '{"secret": "x"}')
     assert code == 2 and "credentials go in the standard chain" in err
+    code, err = audit(capsys, "https://h.example/a.tar?X-Amz-Signature=abc&X-Amz-Credential=k", "-o", tmp_path / "o")
+    assert code == 2 and "carries credentials" in err and "abc" not in err
     code, err = audit(capsys, shard, tmp_path / "b" / "00000.tar", "-o", tmp_path / "o")
     assert code == 2 and "same base name" in err
     code, err = audit(capsys, shard, tmp_path / "x.parquet", "-o", tmp_path / "o")
