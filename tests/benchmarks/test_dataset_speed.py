@@ -175,7 +175,7 @@ def test_searches_on_crawled_sizes(benchmark):
     assert results["never"][2] == results["auto"][2] == 0
 
 
-def test_thousand_shards_on_s3_resumed_after_a_driver_kill(benchmark, tmp_path):
+def test_thousand_shards_on_s3_resumed_after_a_driver_kill(benchmark, monkeypatch):
     import pyarrow.parquet as pq
     import s3fs
     from moto.server import ThreadedMotoServer
@@ -187,7 +187,8 @@ def test_thousand_shards_on_s3_resumed_after_a_driver_kill(benchmark, tmp_path):
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1",
     }
-    os.environ.update({k: env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")})
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
+        monkeypatch.setenv(name, env[name])  # for this process's s3fs too
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     try:
