@@ -4,8 +4,11 @@ stderr naming the file, a documented exit code, no traceback, no hang, no input 
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -482,3 +485,42 @@ def test_debug_shows_the_traceback_and_a_bug_keeps_its_own(capsys, monkeypatch):
     monkeypatch.setattr(suite.report.command, "run", broken)
     with pytest.raises(RuntimeError):
         main(["report", "/nonexistent-run"])
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["audit", "a.png", "-o", "ro/x.json", "--format", "json"],
+        ["audit", "a.png", "-o", "ro/x.jsonl", "--format", "jsonl"],
+        ["report", "audit.jsonl", "-o", "ro/r.html"],
+        ["bench", "s.toml", "--out", "ro/run"],
+        ["watermark", "embed", "--scheme", "sd-v1", "a.png", "ro/o.png"],
+    ],
+)
+def test_outputs_in_a_read_only_folder_are_one_line(argv):
+    """As an unprivileged user (root writes anywhere: the test drops to nobody where it runs as root)."""
+    root = Path(tempfile.mkdtemp())
+    try:
+        root.chmod(0o777)
+        Image.new("RGB", (256, 256), (40, 90, 160)).save(root / "a.png")
+        record = {"path": "a.png", "status": "ok", "width": 256, "height": 256, "watermarks": [], "metadata": {}}
+        (root / "audit.jsonl").write_text(json.dumps(record) + "\n")
+        (root / "s.toml").write_text(SCENARIO)
+        (root / "ro").mkdir(mode=0o555)
+        for path in root.iterdir():
+            path.chmod(0o555 if path.is_dir() else 0o644)
+        nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if os.geteuid() == 0 else []
+        if nobody and not shutil.which("setpriv"):
+            pytest.skip("running as root without setpriv (util-linux) to drop to an unprivileged user")
+        done = subprocess.run(
+            [*nobody, sys.executable, "-m", "suite", *argv],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "HOME": str(root)},
+        )
+        err = done.stderr
+        assert done.returncode == 2 and len(err.strip().splitlines()) == 1, err
+        assert "ro/" in err and "Permission denied" in err and "Traceback" not in err
+    finally:
+        shutil.rmtree(root)
