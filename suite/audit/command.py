@@ -133,7 +133,7 @@ def _add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--scheduler", metavar="ADDRESS", help="a Dask scheduler, e.g. tcp://10.0.0.5:8786")
     group.add_argument(
         "--shard-retries",
-        type=int,
+        type=_non_negative_int,
         default=SHARD_RETRIES,
         metavar="N",
         help=f"further attempts at a shard that failed or killed its worker (default: {SHARD_RETRIES})",
@@ -151,6 +151,13 @@ def _probability(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1 (a p-value), got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
     return value
 
 

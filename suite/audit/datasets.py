@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import posixpath
 import sys
 import time
@@ -22,7 +23,7 @@ from typing import Any, TextIO
 
 from suite.audit.engines import Engine, ShardTask, run_shards
 from suite.audit.scan import AuditOptions
-from suite.audit.shards import ShardJob, audit_shard, output_name, output_path, read_footer
+from suite.audit.shards import ShardJob, audit_shard, is_local, output_name, output_path, read_footer
 from suite.audit.sources import Source, shard_urls, storage_options
 from suite.errors import EXIT_FAILURES, EXIT_OK, UsageError
 
@@ -105,6 +106,10 @@ def run_dataset(
     _refuse_name_clashes(urls)
     fs = job.output_fs()
     root = posixpath.dirname(output_path(args.output, urls[0]))
+    if fs.exists(root) and not fs.isdir(root):
+        raise UsageError(f"-o {args.output} is a file: a dataset audit writes a folder (one Parquet per shard)")
+    if is_local(fs):
+        os.makedirs(root, exist_ok=True)  # an unwritable -o fails here, not once per shard
     done = _finished_outputs(fs, root, urls)
     if args.overwrite and done:
         fs.rm([output_path(args.output, url) for url in done])

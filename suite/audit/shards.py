@@ -155,10 +155,18 @@ def read_footer(fs: Any, path: str) -> dict[str, Any]:
     }
 
 
+def _protocols(fs: Any) -> tuple[str, ...]:
+    return (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
+
+
+def is_local(fs: Any) -> bool:
+    return bool({"file", "local"} & set(_protocols(fs)))
+
+
 def commit(fs: Any, path: str, data: bytes) -> bool:
     """Write `data` at `path` only if nothing is there yet; False when something already was."""
-    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
-    if "file" in protocols or "local" in protocols:
+    protocols = _protocols(fs)
+    if is_local(fs):
         return _commit_local(path, data)
     if not set(protocols) & set(CREATE_ONLY_PROTOCOLS):
         raise ValueError(

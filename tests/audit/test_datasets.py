@@ -154,6 +154,8 @@ def test_usage_errors(tmp_path, capsys):
     assert code == 2 and "carries credentials" in err and "abc" not in err
     code, err = audit(capsys, shard, tmp_path / "b" / "00000.tar", "-o", tmp_path / "o")
     assert code == 2 and "same base name" in err
+    code, err = audit(capsys, shard, "-o", shard)
+    assert code == 2 and "is a file" in err
     code, err = audit(capsys, shard, tmp_path / "x.parquet", "-o", tmp_path / "o")
     assert code == 2 and "mix" in err
 
