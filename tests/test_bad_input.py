@@ -524,3 +524,10 @@ def test_outputs_in_a_read_only_folder_are_one_line(argv):
         assert "ro/" in err and "Permission denied" in err and "Traceback" not in err
     finally:
         shutil.rmtree(root)
+
+
+@pytest.mark.parametrize("name", ["results.jsonl", "results.csv", "environment.json"])
+def test_report_never_writes_over_a_run_file(capsys, bench_run, name):
+    before = digest(bench_run / name)
+    code, _, err = run(capsys, "report", bench_run, "-o", bench_run / name)
+    assert code == 2 and "one of the inputs" in err and digest(bench_run / name) == before

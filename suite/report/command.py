@@ -152,7 +152,8 @@ def run(args: argparse.Namespace) -> int:
             raise  # the boundary names the file
         raise UsageError(str(exc)) from exc
     out = args.output or default
-    refuse_overwriting(out, [*audits, *(p / "results.jsonl" for p in args.inputs)])
+    run_files = ("results.jsonl", "results.csv", "environment.json")
+    refuse_overwriting(out, [*audits, *(run / name for run in args.inputs for name in run_files)])
     with replaced_on_success(out) as handle:
         handle.write(document)
     print(f"{out}  ({len(document) / 1e6:.1f} MB, built in {time.perf_counter() - t0:.1f} s)")
