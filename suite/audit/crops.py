@@ -22,6 +22,7 @@ Bonferroni-corrected over every (offset, order, reading, C mod L, s) tried.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -112,7 +113,7 @@ class _Grids:
         sums = _pair_sums(u)
         peak = _block_extremes(sums, np.maximum)[:, : rows * GRID, : cols * GRID]
         trough = _block_extremes(sums, np.minimum)[:, : rows * GRID, : cols * GRID] if float_reading else None
-        padded = np.zeros((1 + float_reading, orders, rows * GRID, cols * GRID), np.float32)
+        padded = _padded_grid((1 + float_reading, orders, rows * GRID, cols * GRID), peak.shape[1:])
         votes.soft(peak, trough, out=padded[..., : peak.shape[1], : peak.shape[2]])
         blocks = padded.reshape(*padded.shape[:2], rows, GRID, cols, GRID)
         whole_rows = np.arange(rows)[None, :] < ((height - np.arange(GRID)) // GRID)[:, None]
@@ -121,6 +122,19 @@ class _Grids:
         mean = blocks.sum(axis=(2, 4)) / np.maximum(count, 1)
         spread = np.einsum("...rycx,...rycx->...yx", blocks, blocks) - count * mean**2
         return cls(blocks, whole_rows, whole_cols, mean, np.maximum(spread, 0.0))
+
+
+_local = threading.local()
+
+
+def _padded_grid(shape: tuple[int, ...], written: tuple[int, ...]) -> np.ndarray:
+    """A zeroed float32 buffer whose top-left `written` part the caller overwrites: one per thread,
+    reused while images keep their size (a folder of SD outputs does), since the rest stays zero
+    and a fresh one costs its page faults again on every image."""
+    cached = getattr(_local, "grid", None)
+    if cached is None or cached[0] != (shape, written):
+        cached = _local.grid = ((shape, written), np.zeros(shape, np.float32))
+    return cached[1]
 
 
 def _fold(values: np.ndarray, length: int, axis: int) -> np.ndarray:

@@ -7,7 +7,7 @@ reads is rebuilt: the LL band of U at the original size, which is U resized by p
 averaging to half that size (an LL coefficient is twice the mean of a 2x2 pixel square, and area
 averages compose exactly). Resampling is linear like the conversion from RGB to U, so the U planes
 are resized, not the pixels. The candidate originals are the sizes SD models output: sides that are
-multiples of 64 from 256 to 1536 pixels, at most 1.6 MP, with the aspect ratio the image has
+multiples of 64 from 384 to 1536 pixels, at most 1.6 MP, with the aspect ratio the image has
 within its rounding, and a scale between 1/2 and 2 (each candidate costs its area, and larger
 scales were seldom found anyway). The p-value is Bonferroni-corrected over every candidate,
 channel order and reading tried.
@@ -26,7 +26,7 @@ from suite.audit.decode import ORDERS, ChannelOrder
 from suite.audit.detect import degrees_of_freedom, two_sided_p, z_scores
 from suite.watermark import Scheme
 
-SIDES = range(256, 1537, 64)
+SIDES = range(384, 1537, 64)  # SD models' outputs are seldom smaller
 MAX_ORIGINAL_PIXELS = 1_600_000
 MAX_SCALE = 2.0
 

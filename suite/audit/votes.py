@@ -13,10 +13,12 @@ from __future__ import annotations
 import numpy as np
 
 from suite.audit.decode import BLOCK, SCALE
-from suite.audit.detect import FLOAT_OFFSET
+from suite.audit.detect import FLOAT_OFFSET, soft_votes
 from suite.watermark import Scheme
 
 READINGS = ("uint8", "float")  # detect.PATHS' names; "float" only for float-path schemes
+# soft votes by twice the value read (a sum of four uint8 pixels)
+_BY_SUM = soft_votes(np.arange(4 * 255 + 1) / 2.0).astype(np.float32)
 
 
 def readings_of(scheme: Scheme) -> tuple[str, ...]:
@@ -27,14 +29,20 @@ def readings_of(scheme: Scheme) -> tuple[str, ...]:
 def soft(peak: np.ndarray, trough: np.ndarray | None, out: np.ndarray | None = None) -> np.ndarray:
     """(readings, ...) float32 soft votes (detect.soft_votes) from twice the largest and smallest
     non-first coefficients (sums of four pixels); the "float" reading only where `trough` is
-    given. Written into `out` where given (the crop search's padded grid)."""
+    given. Written into `out` where given (the crop search's padded grid). Integer sums (of uint8
+    planes) are looked up, float ones computed."""
     result = np.empty((1 if trough is None else 2, *peak.shape), np.float32) if out is None else out
+    offset = 2 * FLOAT_OFFSET
+    if np.issubdtype(peak.dtype, np.integer):
+        np.take(_BY_SUM, peak, out=result[0])
+        if trough is not None:  # max(peak - 510, 510 - trough), never negative: trough <= peak
+            np.take(_BY_SUM, np.maximum(peak, 2 * offset - trough) - offset, out=result[1])
+        return result
     turn = np.float32(np.pi / SCALE)  # soft_votes' 2 pi / SCALE, on half the sums
     np.multiply(peak, turn, out=result[0])
     if trough is not None:
-        offset = np.float32(2 * FLOAT_OFFSET)
-        np.subtract(peak, offset, out=result[1])
-        np.maximum(result[1], offset - trough, out=result[1])
+        np.subtract(peak, np.float32(offset), out=result[1])
+        np.maximum(result[1], np.float32(offset) - trough, out=result[1])
         result[1] *= turn
     return np.sin(result, out=result)
 

@@ -160,3 +160,16 @@ def test_images_larger_than_any_sd_output_are_not_crop_searched():
     assert crops.search(u_planes(wide), ALL) == [None] * len(ALL)
     evidence = searches.reexamine(wide, u_planes(wide), examine(wide, ALL))
     assert not any(e.detected for e in evidence)
+
+
+def test_the_searches_read_float_planes_as_uint8_ones():
+    # the native JPEG/WebP readers hand over float32 U planes; integer ones are looked up instead
+    marked = embed(audit_corpus.fit(audit_corpus.photo("coffee"), (512, 512)), "sdxl")
+    cropped = np.asarray(marked)[37:, 21:]
+    resized = np.asarray(marked.resize((384, 384), Image.Resampling.LANCZOS))
+    for rgb, search in ((cropped, crops.search), (resized, resizes.search)):
+        u = u_planes(np.ascontiguousarray(rgb))
+        exact, rebuilt = search(u, ALL), search(u.astype(np.float32), ALL)
+        for a, b in zip(exact, rebuilt, strict=True):
+            assert b.z == pytest.approx(a.z, rel=1e-4) and (a.order, a.path) == (b.order, b.path)
+        assert exact[2].p_value <= 1e-6  # sdxl found

@@ -2,11 +2,14 @@
 all three schemes, one core (`--search auto` runs them on every image the aligned test does not
 detect). The issue's budget is 25 ms for a 512x512 image; docs/audit.md quotes these figures.
 
-Run with `.venv/bin/pytest tests/benchmarks/test_search_speed.py --benchmark-only`. The best round
-is what is asserted: the machine is shared, and the minimum is the least disturbed figure.
+Run with `.venv/bin/pytest tests/benchmarks/test_search_speed.py --benchmark-only`. Rounds are
+timed in CPU time of this process (time.process_time): the budget is per core, and on a shared
+machine wall time also counts the other processes' turns. The best round is what is asserted.
 """
 
 from __future__ import annotations
+
+import time
 
 import audit_corpus
 import cv2
@@ -42,6 +45,7 @@ def _both(u: np.ndarray) -> None:
     resizes.search(u, SCHEMES_ALL)
 
 
+@pytest.mark.benchmark(timer=time.process_time)
 def test_searches_of_a_512_image(benchmark, clean_photo):
     """An unmarked SD-sized image: nothing is found, so every candidate is tried (the worst case)."""
     u = u_planes(clean_photo)
@@ -52,8 +56,10 @@ def test_searches_of_a_512_image(benchmark, clean_photo):
     assert best <= BUDGET_S
 
 
+@pytest.mark.benchmark(timer=time.process_time)
 def test_searches_of_a_crop(benchmark, clean_photo):
-    """A 461x461 crop of a marked 512x512 output, through reexamine as the audit calls it."""
+    """A 461x461 crop of a marked 512x512 output, through reexamine as the audit calls it (the
+    mirrors' aligned tests, then the crop and resize searches)."""
     cropped = np.ascontiguousarray(np.asarray(embed(Image.fromarray(clean_photo), "sd-v1"))[51:, 51:])
     u = u_planes(cropped)
     evidence = examine(cropped, SCHEMES_ALL, u=u)
