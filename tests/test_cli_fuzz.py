@@ -423,12 +423,42 @@ def test_models_check(data, suffix, model):
         call("models", ["models", "check", str(path), *model], files)
 
 
+ROBUSTNESS_OPTIONS = st.lists(
+    st.one_of(
+        maybe(st.sampled_from(["0", "-1", "x"]), "--images"),
+        maybe(st.sampled_from(["nosuch", "", ",", "sd-v9"]), "--schemes"),
+        maybe(st.sampled_from(["nosuch", "", ","]), "--attacks"),
+        maybe(st.sampled_from(["0", "x"]), "--workers"),
+    ),
+    max_size=2,
+).map(lambda parts: [arg for part in parts for arg in part])
+
+
+@settings(FUZZ, max_examples=max(1, EXAMPLES // 5))  # a corpus that holds an image runs a whole (small) benchmark
+@given(
+    files_data=st.lists(BAD_BYTES, max_size=2),
+    specials=st.lists(SPECIALS, max_size=2),
+    output=st.one_of(st.none(), OUTPUT_KINDS),
+    options=ROBUSTNESS_OPTIONS,
+)
+def test_robustness(files_data, specials, output, options):
+    with case_files() as files:
+        corpus = files.inputs / "corpus"
+        corpus.mkdir()
+        paths = [files.write(f"corpus/f{i}.png", data) for i, data in enumerate(files_data)]
+        paths += [files.special(kind, f"corpus/s{i}.png") for i, kind in enumerate(specials)]
+        argv = ["robustness", str(corpus), "--images", "1", "--attacks", "none", "--schemes", "sd-v1", "--workers", "1"]
+        argv += [*options, "-o", files.output(output or "new", paths, "")]
+        call("robustness", argv, files)
+
+
 SUBPROCESS_CASES: dict[str, Callable[[Files], list[str]]] = {
     "audit": lambda f: ["audit", str(f.special("fifo", "p.png")), str(f.write("b.png", b"\x89PNG")), "-o", "/dev/full"],
     "report": lambda f: ["report", str(f.special("fifo", "a.jsonl")), "-o", str(f.outputs)],
     "bench": lambda f: ["bench", str(f.special("fifo", "s.toml")), "--list"],
     "watermark": lambda f: ["watermark", "embed", "--scheme", "sd-v1", str(f.special("fifo", "i.png")), "o.png"],
     "models": lambda f: ["models", "check", str(f.special("fifo", "w.ckpt"))],
+    "robustness": lambda f: ["robustness", str(f.special("fifo", "corpus")), "-o", "/dev/full"],
     "compare": lambda f: ["compare", str(f.special("folder", "a")), str(f.special("fifo", "b"))],
 }
 
