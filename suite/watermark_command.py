@@ -6,14 +6,16 @@ import argparse
 import warnings
 from pathlib import Path
 
-from suite.errors import UsageError
+from suite.errors import EXIT_CODES_TEXT, UsageError
 from suite.safe_files import check_output, refuse_overwriting, regular_input, replaced_on_success
 from suite.watermark import SCHEMES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    embed = sub.add_parser("embed", help="write a copy of IN carrying a reference watermark to OUT")
+    embed = sub.add_parser(
+        "embed", help="write a copy of IN carrying a reference watermark to OUT", epilog=EXIT_CODES_TEXT
+    )
     embed.add_argument("--scheme", required=True, choices=sorted(SCHEMES), help="which reference mark")
     embed.add_argument(
         "--channel-order",

@@ -531,3 +531,13 @@ def test_report_never_writes_over_a_run_file(capsys, bench_run, name):
     before = digest(bench_run / name)
     code, _, err = run(capsys, "report", bench_run, "-o", bench_run / name)
     assert code == 2 and "one of the inputs" in err and digest(bench_run / name) == before
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["audit"], ["bench"], ["report"], ["compare"], ["watermark", "embed"], ["models", "check"], ["models", "list"]],
+)
+def test_every_command_documents_its_exit_codes(capsys, argv):
+    with pytest.raises(SystemExit):
+        main([*argv, "--help"])
+    assert "exit codes: 0" in " ".join(capsys.readouterr().out.split())

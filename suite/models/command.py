@@ -6,11 +6,20 @@ import argparse
 import sys
 from pathlib import Path
 
+from suite.errors import EXIT_CODES_TEXT
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION")
-    sub.add_parser("list", help="the shipped architectures with their parameter counts (default)")
-    check = sub.add_parser("check", help="say which architecture a .safetensors/.ckpt file holds, without running it")
+    sub.add_parser(
+        "list", help="the shipped architectures with their parameter counts (default)", epilog=EXIT_CODES_TEXT
+    )
+    check = sub.add_parser(
+        "check",
+        help="say which architecture a .safetensors/.ckpt file holds, without running it",
+        epilog="exit codes: 0 the file holds a complete checkpoint (of --model when given); 1 it does not, or "
+        "cannot be read as one; 2 usage error; 130 interrupted",
+    )
     check.add_argument("path", type=Path)
     check.add_argument("--model", help="fail unless the file is this architecture (sd-v1, sd-v2.1, sd-x4-upscaler)")
 
