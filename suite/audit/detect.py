@@ -100,14 +100,15 @@ class Readings:
 class Realignment:
     """How a search lined an edited image up with the mark (searches.py)."""
 
-    edit: str  # "crop", "resize" or "mirror"
+    edit: str  # "crop", "resize", "mirror" or "rotation"
     # crop: (rows, columns) in pixels of the grid's first whole block; resize: original (w, h);
-    # mirror: the axis the image was flipped along, "horizontal" or "vertical"
-    where: tuple[int, int] | str
+    # mirror: the axis the image was flipped along, "horizontal" or "vertical"; rotation: the
+    # degrees counter-clockwise it was rotated by
+    where: tuple[int, int] | str | float
 
     def as_record(self) -> dict[str, object]:
-        key = {"crop": "grid_offset", "resize": "original_size", "mirror": "axis"}[self.edit]
-        return {"edit": self.edit, key: self.where if isinstance(self.where, str) else list(self.where)}
+        key = {"crop": "grid_offset", "resize": "original_size", "mirror": "axis", "rotation": "degrees"}[self.edit]
+        return {"edit": self.edit, key: list(self.where) if isinstance(self.where, tuple) else self.where}
 
 
 @dataclass(frozen=True)

@@ -3,18 +3,21 @@
 The aligned test (detect.py) reads the blocks where the encoder put them. A crop moves the grid
 (crops.py searches every offset); a resize resamples it (resizes.py resizes back to each SD size
 the image may have had); a mirror reads the blocks backwards, so the image flipped back is tested
-as the aligned test does (one more test per axis). Each search has its own corrected p-value; a
-scheme's verdict then rests on the smallest of its tests, times the number of tests (Bonferroni),
-so the chance of flagging an unmarked image stays within alpha.
+as the aligned test does (one more test per axis); a rotation by a degree or two turns the grid
+(rotations.py rotates back by whole degrees; only with `--search always`, as it costs a quarter
+of the other searches again). Each search has its own corrected p-value; a scheme's verdict then
+rests on the smallest of its tests, times the number of tests (Bonferroni), so the chance of
+flagging an unmarked image stays within alpha.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 
+import cv2
 import numpy as np
 
-from suite.audit import crops, resizes
+from suite.audit import crops, resizes, rotations
 from suite.audit.decode import bits_from_votes, decode, read_blocks
 from suite.audit.defaults import DEFAULT_ALPHA
 from suite.audit.detect import Evidence, Realignment, examine
@@ -23,12 +26,12 @@ from suite.watermark import Scheme
 # How a mirrored image is flipped back: (rows, columns) of the pixel arrays.
 MIRRORS = {"horizontal": np.s_[:, ::-1], "vertical": np.s_[::-1, :]}
 
-Found = Evidence | crops.CropEvidence | resizes.ResizeEvidence
+Found = Evidence | crops.CropEvidence | resizes.ResizeEvidence | rotations.RotationEvidence
 
 
 def wanted(policy: str) -> bool:
-    """`auto` (and `always`, its former name for all sizes) searches every image the aligned test
-    does not detect a scheme in; `never` none."""
+    """`auto` and `always` (which adds the rotations) search every image the aligned test does not
+    detect a scheme in; `never` none."""
     return policy != "never"
 
 
@@ -46,14 +49,23 @@ def _realigned(aligned: Evidence, found: Found, rgb: np.ndarray) -> Evidence:
     if isinstance(found, resizes.ResizeEvidence):
         bits = decode(resizes.restore(rgb, found.original), (length,), found.order)[length]
         realignment = Realignment("resize", found.original)
+    elif isinstance(found, rotations.RotationEvidence):
+        height, width = rgb.shape[:2]
+        undone = rotations.undoing(found.angle, width, height)
+        back = cv2.warpAffine(rgb, undone, (width, height), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+        bits = decode(back, (length,), found.order)[length]
+        realignment = Realignment("rotation", found.angle)
     else:
         bits = bits_from_votes(read_blocks(rgb, (found.order,)).votes(0), length)
         realignment = Realignment("crop", found.offset)
     return replace(aligned, z=found.z, path=found.path, order=found.order, bits=bits, realignment=realignment)
 
 
-def reexamine(rgb: np.ndarray, u: np.ndarray, evidence: list[Evidence], alpha: float = DEFAULT_ALPHA) -> list[Evidence]:
-    """The schemes the aligned test did not detect, tested again by the mirror, crop and resize searches.
+def reexamine(
+    rgb: np.ndarray, u: np.ndarray, evidence: list[Evidence], alpha: float = DEFAULT_ALPHA, rotated: bool = False
+) -> list[Evidence]:
+    """The schemes the aligned test did not detect, tested again by the mirror, crop and resize
+    searches, and the rotation search where `rotated`.
 
     The searches read the U planes `u` (orders, height, width) in decode.ORDERS; the bits a record
     reports stay the reference decoder's reading of the decoded pixels `rgb`.
@@ -65,11 +77,15 @@ def reexamine(rgb: np.ndarray, u: np.ndarray, evidence: list[Evidence], alpha: f
     mirrored = _mirrored(rgb, u, schemes, alpha)
     by_crop = crops.search(u, schemes)
     by_resize = resizes.search(u, schemes)
+    by_rotation: list[rotations.RotationEvidence | None] = [None] * len(schemes)
+    if rotated:
+        by_rotation = list(rotations.search(u, schemes))
     result = list(evidence)
     for j, i in enumerate(pending):
         aligned = evidence[i]
         mirrors = [replace(found[j], realignment=Realignment("mirror", axis)) for axis, found in mirrored.items()]
-        searched: list[Found] = [*mirrors, *(f for f in (by_resize[j], by_crop[j]) if f is not None)]
+        others = (by_resize[j], by_crop[j], by_rotation[j])
+        searched: list[Found] = [*mirrors, *(f for f in others if f is not None)]
         best = min(searched, key=lambda found: found.p_value)  # the first wins a tie: mirrors, then a resize
         p_value = min(1.0, (1 + len(searched)) * min(aligned.p_value, best.p_value))
         if p_value > alpha or aligned.p_value <= best.p_value:

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from suite.audit import crops, resizes, searches, votes
+from suite.audit import crops, resizes, rotations, searches, votes
 from suite.audit.decode import read_blocks, u_planes
 from suite.audit.detect import Realignment, examine, z_scores
 from suite.audit.scan import AuditOptions, audit_file
@@ -173,3 +173,25 @@ def test_the_searches_read_float_planes_as_uint8_ones():
         for a, b in zip(exact, rebuilt, strict=True):
             assert b.z == pytest.approx(a.z, rel=1e-4) and (a.order, a.path) == (b.order, b.path)
         assert exact[2].p_value <= 1e-6  # sdxl found
+
+
+def test_a_rotated_mark_is_found_rotated_back_with_search_always(tmp_path):
+    marked = embed(audit_corpus.fit(audit_corpus.photo("astronaut"), (512, 512)), "sd-v1")
+    marked.rotate(2, resample=Image.Resampling.BICUBIC).save(tmp_path / "rotated.png")
+    always = audit_file(str(tmp_path / "rotated.png"), AuditOptions(search="always"))
+    mark = always["watermarks"][0]
+    assert [m["scheme"] for m in always["watermarks"] if m["detected"]] == ["sd-v1"]
+    assert mark["search"] == {"edit": "rotation", "degrees": 2.0}
+    assert mark["bit_accuracy"] > 0.7  # the reference's bits, read on the image rotated back
+    auto = audit_file(str(tmp_path / "rotated.png"), AuditOptions(search="auto"))
+    assert auto["watermarks"][0]["search"] != {"edit": "rotation", "degrees": 2.0}
+
+
+def test_no_clean_image_is_flagged_rotated_back(clean_images):
+    smallest = 1.0
+    for name, image in clean_images[::3]:
+        for variant in [image, *(edit(image) for edit in audit_corpus.EDITS.values())]:
+            for found in rotations.search(u_planes(np.asarray(variant)), ALL):
+                assert found.p_value > 1e-3, f"{name}: {found}"
+                smallest = min(smallest, found.p_value)
+    print(f"smallest corrected p-value of the rotation search on clean images: {smallest:.2g}")
