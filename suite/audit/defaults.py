@@ -11,8 +11,9 @@ MAX_PIXELS = 8192 * 8192
 # Files larger than this are not read at all (a scan reads each file into memory once).
 MAX_FILE_BYTES = 512 * 1024 * 1024
 
-# When to search for marks an edit moved off the aligned grid (searches.wanted): auto (and its
-# former name always) searches every image the aligned test does not detect a scheme in.
+# When to search for marks an edit moved off the aligned grid (searches.wanted): auto searches
+# every image the aligned test does not detect a scheme in (crops, resizes, mirrors); always also
+# tries rotations by 1-2 degrees.
 SEARCH_POLICIES = ("auto", "always", "never")
 
 # Dataset audits (sources.py, engines.py): what the inputs are, where the shard tasks run, and how
