@@ -142,9 +142,11 @@ def test_images_per_second_per_core(benchmark, fmt, target):
     assert rate >= target
 
 
-def test_searches_on_crawled_sizes(benchmark):
-    """img2dataset's LAION recipe: short side resized to 384 (ratio kept), JPEG at quality 95. SD's own
-    sizes become 384x576 or 548x384 (not all multiples of 64); half the images are marked."""
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_searches_on_crawled_sizes(benchmark, fmt):
+    """img2dataset's LAION recipe: short side resized to 384 (ratio kept), JPEG at quality 95 (its
+    default) or PNG. SD's 640x448 becomes 548x384, which `auto` searches, and 512x768 becomes
+    384x576, a multiple of 64, which only `always` searches; half the images are marked."""
     import cv2
 
     cv2.setNumThreads(1)
@@ -153,9 +155,11 @@ def test_searches_on_crawled_sizes(benchmark):
         for i, image in enumerate(_photos(size)):
             scale = 384 / min(image.size)
             resized = image.resize((round(image.width * scale), round(image.height * scale)))
-            samples.append((i % 2 == 1, shard_corpus.encode(resized, "JPEG", quality=95)))
+            samples.append(
+                (i % 2 == 1, shard_corpus.encode(resized, fmt, **({"quality": 95} if fmt == "JPEG" else {})))
+            )
     results = {}
-    for search in ("auto", "never"):
+    for search in ("always", "auto", "never"):
         options = AuditOptions(search=search)
         start = time.perf_counter()
         records = [audit_bytes(data, options, new_record(path="x")) for _, data in samples]
@@ -171,8 +175,8 @@ def test_searches_on_crawled_sizes(benchmark):
     marked = sum(m for m, _ in samples)
     for search, (rate, found, false) in results.items():
         benchmark.extra_info[f"search_{search}"] = {"images_per_s": round(rate, 1), "detected": found, "false": false}
-        print(f"\n--search {search}: {rate:.1f} images/s, {found} detected of {marked} marked ({false} unmarked)")
-    assert results["never"][2] == results["auto"][2] == 0
+        print(f"\n{fmt} --search {search}: {rate:.1f} images/s, {found} detected of {marked} marked ({false} unmarked)")
+    assert results["always"][2] == results["auto"][2] == results["never"][2] == 0
 
 
 def test_thousand_shards_on_s3_resumed_after_a_driver_kill(benchmark, monkeypatch):
