@@ -142,11 +142,16 @@ def run_dataset(
         "engine": {"name": engine.name, "workers": engine.workers, "scheduler": engine.scheduler},
         "seconds": round(seconds, 3),
     }
-    fs.makedirs(root, exist_ok=True)  # every shard may have failed
-    fs.pipe_file(posixpath.join(root, FAILED_FILE), "".join(json.dumps(f) + "\n" for f in failures).encode())
-    fs.pipe_file(posixpath.join(root, SUMMARY_FILE), (json.dumps(summary, indent=2) + "\n").encode())
+    _write_job_files(fs, root, summary, failures)
     print(_summary_text(totals, len(todo), seconds), file=sys.stderr)
     return EXIT_FAILURES if failures or totals.status["error"] else EXIT_OK
+
+
+def _write_job_files(fs: Any, root: str, summary: dict[str, Any], failures: list[dict[str, Any]]) -> None:
+    """`_failed.jsonl` and `_summary.json`, each replaced whole at the end of a run (of two runs at once,
+    the last to end writes them; both count every shard)."""
+    fs.pipe_file(posixpath.join(root, FAILED_FILE), "".join(json.dumps(f) + "\n" for f in failures).encode())
+    fs.pipe_file(posixpath.join(root, SUMMARY_FILE), (json.dumps(summary, indent=2) + "\n").encode())
 
 
 def _refuse_name_clashes(urls: list[str]) -> None:
