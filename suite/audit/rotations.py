@@ -23,6 +23,7 @@ from suite.audit.detect import degrees_of_freedom, two_sided_p, z_scores
 from suite.watermark import Scheme
 
 ANGLES = (-2.0, -1.0, 1.0, 2.0)  # degrees counter-clockwise an image may have been rotated by
+MAX_SIDE = 2048  # pixels: SD outputs are no larger, and rotating in place keeps the size
 
 
 @dataclass(frozen=True)
@@ -55,10 +56,13 @@ def _ll_band(sums: np.ndarray, angle: float, height: int, width: int) -> np.ndar
     )
 
 
-def search(u: np.ndarray, schemes: list[Scheme]) -> list[RotationEvidence]:
+def search(u: np.ndarray, schemes: list[Scheme]) -> list[RotationEvidence | None]:
     """Each scheme's strongest test over an image's U planes (orders, height, width), in
-    decode.ORDERS, rotated back by every angle in ANGLES."""
+    decode.ORDERS, rotated back by every angle in ANGLES; None for all where the image is larger
+    than any SD output (rotating keeps the size) or too small to hold a block."""
     orders, height, width = u.shape
+    if max(height, width) > MAX_SIDE or min(height, width) < 8:
+        return [None] * len(schemes)
     float_reading = any(scheme.float_path for scheme in schemes)
     pairs = np.add(u[:, :-1], u[:, 1:], dtype=np.float32)
     sums = np.ascontiguousarray(pairs[..., :-1] + pairs[..., 1:])
@@ -70,7 +74,7 @@ def search(u: np.ndarray, schemes: list[Scheme]) -> list[RotationEvidence]:
             strongest = int(np.abs(z).argmax())
             if abs(z[strongest]) > abs(best[i][0]):
                 best[i] = (float(z[strongest]), strongest, angle)
-    found = []
+    found: list[RotationEvidence | None] = []
     for scheme, (z, test, angle) in zip(schemes, best, strict=True):
         readings = votes.readings_of(scheme)
         p_value = min(1.0, two_sided_p(z, degrees_of_freedom(scheme.bits)) * len(ANGLES) * len(readings) * orders)

@@ -79,7 +79,7 @@ def reexamine(
     by_resize = resizes.search(u, schemes)
     by_rotation: list[rotations.RotationEvidence | None] = [None] * len(schemes)
     if rotated:
-        by_rotation = list(rotations.search(u, schemes))
+        by_rotation = rotations.search(u, schemes)
     result = list(evidence)
     for j, i in enumerate(pending):
         aligned = evidence[i]

@@ -158,6 +158,7 @@ def test_the_audit_says_which_size_a_resized_mark_came_from(tmp_path):
 def test_images_larger_than_any_sd_output_are_not_crop_searched():
     wide = np.zeros((300, 2100, 3), np.uint8)
     assert crops.search(u_planes(wide), ALL) == [None] * len(ALL)
+    assert rotations.search(u_planes(wide), ALL) == [None] * len(ALL)
     evidence = searches.reexamine(wide, u_planes(wide), examine(wide, ALL))
     assert not any(e.detected for e in evidence)
 
@@ -192,6 +193,6 @@ def test_no_clean_image_is_flagged_rotated_back(clean_images):
     for name, image in clean_images[::3]:
         for variant in [image, *(edit(image) for edit in audit_corpus.EDITS.values())]:
             for found in rotations.search(u_planes(np.asarray(variant)), ALL):
-                assert found.p_value > 1e-3, f"{name}: {found}"
+                assert found is not None and found.p_value > 1e-3, f"{name}: {found}"
                 smallest = min(smallest, found.p_value)
     print(f"smallest corrected p-value of the rotation search on clean images: {smallest:.2g}")
