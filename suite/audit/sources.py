@@ -131,12 +131,10 @@ def shard_urls(inputs: Iterable[str], source: Source) -> list[str]:
             protocol = _protocol(name)
             if any(c in path for c in "*?["):
                 urls += [_url(protocol, p) for p in sorted(fs.glob(path))]
-            elif _strip_query(name).lower().endswith(suffix):
-                urls.append(name)  # a shard named outright: no request (41,455 of them would be minutes)
-            elif not protocol.startswith("http") and fs.isdir(path):
+            elif not _strip_query(name).lower().endswith(suffix) and not protocol.startswith("http") and fs.isdir(path):
                 urls += [_url(protocol, p) for p in sorted(fs.find(path)) if p.lower().endswith(suffix)]
-            else:
-                urls.append(name)
+            else:  # a shard named outright, taken without a request (41,455 of them would take minutes)
+                urls.append(name if protocol else path)  # local paths absolute, as globs and folders give them
     return urls
 
 
