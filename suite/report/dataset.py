@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import io
 import json
-import random
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+import pandas as pd
 
 from suite.report import charts
 from suite.report.html import _file_row, _subtitle, image_pool, image_thumbnail
@@ -30,27 +33,28 @@ def is_dataset_output(path: Path) -> bool:
     return path.is_dir() and (path / SUMMARY_FILE).is_file()
 
 
-class Reservoir:
-    """A uniform sample of at most `size` items from a stream of unknown length (Algorithm R)."""
+class UniformSample:
+    """A uniform sample of at most `size` items from a stream of batches of unknown length: every
+    item draws a random priority and the `size` smallest are kept (no per-item Python work)."""
 
-    def __init__(self, size: int, rng: random.Random):
-        self.size, self.rng, self.seen, self.items = size, rng, 0, []
+    def __init__(self, size: int, rng: np.random.Generator):
+        self.size, self.rng, self.seen = size, rng, 0
+        self.keys = np.empty(0)
+        self.items: list[Any] = []
 
-    def add(self, item: Any) -> None:
-        self.seen += 1
-        if len(self.items) < self.size:
-            self.items.append(item)
-        else:
-            slot = self.rng.randrange(self.seen)
-            if slot < self.size:
-                self.items[slot] = item
+    def add(self, items: Sequence[Any]) -> None:
+        self.seen += len(items)
+        keys = np.concatenate([self.keys, self.rng.random(len(items))])
+        pool = [*self.items, *items]
+        keep = np.argsort(keys)[: self.size] if len(pool) > self.size else np.arange(len(pool))
+        self.keys, self.items = keys[keep], [pool[i] for i in keep]
 
 
 class DatasetTally:
     """Exact counts over every row, and the samples the page shows."""
 
     def __init__(self, schemes: list[str]):
-        rng = random.Random(0)
+        rng = np.random.default_rng(0)
         self.schemes = schemes
         self.rows = 0
         self.status: Counter[str] = Counter()
@@ -59,35 +63,40 @@ class DatasetTally:
         self.detected: Counter[str] = Counter()
         self.tested: Counter[str] = Counter()
         self.min_p: dict[str, float] = {}
-        self.p_values = {scheme: Reservoir(P_VALUE_SAMPLE, rng) for scheme in schemes}
-        self.detections = Reservoir(LISTED_SAMPLE, rng)
-        self.failures = Reservoir(LISTED_SAMPLE, rng)
+        self.p_values = {scheme: UniformSample(P_VALUE_SAMPLE, rng) for scheme in schemes}
+        self.detections = UniformSample(LISTED_SAMPLE, rng)
+        self.failures = UniformSample(LISTED_SAMPLE, rng)
 
-    def add(self, row: dict[str, Any]) -> None:
-        self.rows += 1
-        status = row["status"]
-        self.status[status] += 1
-        found = []
+    def add(self, rows: pd.DataFrame) -> None:
+        """Count a batch of rows (a DataFrame of the Parquet columns)."""
+        self.rows += len(rows)
+        self.status.update(rows["status"].value_counts().to_dict())
+        verdict = pd.Series("", index=rows.index)
         for scheme in self.schemes:
-            p = row.get(f"{scheme}_p_value")
-            if p is None:
+            p = rows.get(f"{scheme}_p_value", pd.Series(dtype=float)).dropna()
+            if p.empty:
                 continue
-            self.tested[scheme] += 1
-            self.p_values[scheme].add(p)
-            self.min_p[scheme] = min(p, self.min_p.get(scheme, p))
-            if row.get(f"{scheme}_detected"):
-                self.detected[scheme] += 1
-                found.append(scheme)
-        if status == "error":
-            self.error_kinds[row.get("error_kind") or "error"] += 1
-            self.verdicts["error"] += 1
-            self.failures.add(row)
-        elif status != "ok":
-            self.verdicts[status] += 1
-        else:
-            self.verdicts["+".join(found) or "none"] += 1
-            if found:
-                self.detections.add(row)
+            found = rows[f"{scheme}_detected"].eq(True)
+            self.tested[scheme] += len(p)
+            self.detected[scheme] += int(found.sum())
+            self.min_p[scheme] = min(float(p.min()), self.min_p.get(scheme, 1.0))
+            self.p_values[scheme].add(p.to_numpy())
+            verdict = verdict.mask(found, verdict.where(verdict == "", verdict + "+") + scheme)
+        ok, error = rows["status"].eq("ok"), rows["status"].eq("error")
+        self.verdicts.update(verdict[ok].replace("", "none").value_counts().to_dict())
+        self.verdicts.update(rows["status"][~ok].value_counts().to_dict())  # too_small, error
+        self.error_kinds.update(rows["error_kind"][error].fillna("error").value_counts().to_dict())
+        self.failures.add(_records(rows[error]))
+        self.detections.add(_records(rows[ok & verdict.ne("")]))
+
+
+def _records(rows: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows as dicts, with missing values as None (as a record has them)."""
+    return [{k: (None if _missing(v) else v) for k, v in row.items()} for row in rows.to_dict("records")]
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA
 
 
 def tally(folder: Path, schemes: list[str]) -> DatasetTally:
@@ -96,8 +105,7 @@ def tally(folder: Path, schemes: list[str]) -> DatasetTally:
     counts = DatasetTally(schemes)
     for path in sorted(folder.glob("*.parquet")):
         for batch in pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS):
-            for row in batch.to_pylist():
-                counts.add(row)
+            counts.add(batch.to_pandas(integer_object_nulls=True))  # sizes stay ints beside nulls
     return counts
 
 
