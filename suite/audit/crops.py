@@ -119,8 +119,9 @@ class _Grids:
         whole_rows = np.arange(rows)[None, :] < ((height - np.arange(GRID)) // GRID)[:, None]
         whole_cols = np.arange(cols)[None, :] < ((width - np.arange(GRID)) // GRID)[:, None]
         count = whole_rows.sum(axis=1)[:, None] * whole_cols.sum(axis=1)[None, :]
-        mean = blocks.sum(axis=(2, 4)) / np.maximum(count, 1)
-        spread = np.einsum("...rycx,...rycx->...yx", blocks, blocks) - count * mean**2
+        # one axis at a time: numpy reduces two non-adjacent axes at once an order of magnitude slower
+        mean = blocks.sum(axis=2).sum(axis=3) / np.maximum(count, 1)
+        spread = np.square(blocks).sum(axis=2).sum(axis=3) - count * mean**2
         return cls(blocks, whole_rows, whole_cols, mean, np.maximum(spread, 0.0))
 
 
