@@ -81,6 +81,8 @@ def test_audit_counts_a_folder_it_cannot_list(capsys, image, tmp_path, monkeypat
     ]
     assert "Permission denied" in records[1]["error"]
     assert code == 1 and "audited 2 files" in err and "unreadable 1" in err
+    code, out, err = run(capsys, "audit", locked / "inner", "--format", "jsonl", "--workers", "1")
+    assert code == 1 and json.loads(out)["error_kind"] == "unreadable" and "audited 1 files" in err
 
 
 def test_ctrl_c_stops_an_audit_without_worker_tracebacks(tmp_path):
