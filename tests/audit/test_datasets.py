@@ -349,3 +349,35 @@ def test_a_dask_worker_killed_mid_shard_from_outside(tmp_path):
     assert codes == [0]
     assert_each_shard_once(out, shards)
     assert json.loads((out / SUMMARY_FILE).read_text())["images"] == 4 * 1500
+
+
+def test_the_report_tally_counts_every_row_and_samples_uniformly(tmp_path):
+    import numpy as np
+    import pyarrow as pa
+
+    from suite.report.dataset import LISTED_SAMPLE, tally
+
+    rng = np.random.default_rng(1)
+    n = 3000
+    status = rng.choice(["ok", "too_small", "error"], n, p=[0.8, 0.1, 0.1])
+    ok = status == "ok"
+    marked = ok & (rng.random(n) < 0.2)
+    rows = {
+        "shard": ["s.tar"] * n,
+        "key": [str(i) for i in range(n)],
+        "status": status.tolist(),
+        "error_kind": ["corrupt" if s == "error" else None for s in status],
+        "width": [512 if s != "error" else None for s in status],
+        "sdxl_detected": [bool(m) if o else None for m, o in zip(marked, ok, strict=True)],
+        "sdxl_p_value": [(1e-9 if m else float(rng.random())) if o else None for m, o in zip(marked, ok, strict=True)],
+    }
+    pq.write_table(pa.table(rows), tmp_path / "a.parquet", row_group_size=700)
+    counts = tally(tmp_path, ["sdxl"])
+    assert counts.rows == n and counts.status == {s: int((status == s).sum()) for s in ("ok", "too_small", "error")}
+    assert counts.verdicts["sdxl"] == marked.sum() and counts.verdicts["none"] == ok.sum() - marked.sum()
+    assert counts.error_kinds == {"corrupt": int((status == "error").sum())}
+    assert counts.tested["sdxl"] == len(counts.p_values["sdxl"].items) == ok.sum()
+    assert len(counts.detections.items) == LISTED_SAMPLE and counts.detections.seen == marked.sum()
+    assert all(r["sdxl_detected"] and isinstance(r["width"], int) for r in counts.detections.items)
+    keys = sorted(int(r["key"]) for r in counts.detections.items)
+    assert len(set(keys)) == LISTED_SAMPLE and keys[0] < n / 5 and keys[-1] > 4 * n / 5  # from every batch
