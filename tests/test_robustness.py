@@ -139,6 +139,7 @@ def _record(attack, embedded, found=(), exact=False, p=0.5, status="ok", seconds
         "image": "i",
         "watermarks": marks if status == "ok" else [],
         "seconds": seconds,
+        "cpu_seconds": None if seconds is None else seconds / 2,
     }
 
 
@@ -166,6 +167,7 @@ def test_rates_are_counted_from_the_records():
     assert v1.found_by == {"uint8": 1, "uint8 crop": 1}
     assert v1.errors == 1
     assert v1.ms_marked == pytest.approx(1000 * (0.1 + 0.01 + 0.01) / 3)
+    assert v1.cpu_ms_marked == pytest.approx(v1.ms_marked / 2)
     v2 = rows[1]
     assert (v2.marked.hits, v2.marked.total, v2.wrong_scheme) == (1, 1, 0)
     assert v2.marked.interval == pytest.approx((0.025, 1.0))
@@ -202,7 +204,7 @@ def audited() -> list[dict]:
 def test_unedited_marks_are_found_and_no_clean_image_is_flagged(audited):
     assert len(audited) == 2 * 4 * 3
     assert {r["format"] for r in audited if r["attack"] == "jpeg90-444"} == {"JPEG"}
-    assert all(r["status"] == "ok" and r["seconds"] > 0 for r in audited)
+    assert all(r["status"] == "ok" and r["seconds"] > 0 and r["cpu_seconds"] > 0 for r in audited)
     rows = tally.tabulate(audited, ["none", "jpeg90-444", "flip-v"], ["sd-v1", "sd-v2", "sdxl"])
     unedited = [r for r in rows if r.attack == "none"]
     assert [r.marked.share for r in unedited] == [1.0, 1.0, 1.0]

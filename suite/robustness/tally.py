@@ -47,8 +47,10 @@ class Row:
     min_clean_p: float  # the smallest p-value of any scheme on the clean images
     found_by: dict[str, int]  # what found the marks (how_found): uint8, jpeg-420 impulse, uint8 crop, ...
     errors: int  # marked and clean images the audit could not read
-    ms_marked: float  # mean audit time of the marked images
+    ms_marked: float  # mean audit time of the marked images (wall)
     ms_clean: float
+    cpu_ms_marked: float  # the same in CPU time, which other work on the machine does not inflate
+    cpu_ms_clean: float
 
     def as_dict(self) -> dict[str, Any]:
         tpr_low, tpr_high = self.marked.interval
@@ -73,6 +75,8 @@ class Row:
             "errors": self.errors,
             "ms_marked": self.ms_marked,
             "ms_clean": self.ms_clean,
+            "cpu_ms_marked": self.cpu_ms_marked,
+            "cpu_ms_clean": self.cpu_ms_clean,
         }
 
 
@@ -103,8 +107,8 @@ def _mark(record: dict[str, Any], scheme: str) -> dict[str, Any] | None:
     return next((m for m in record.get("watermarks") or [] if m.get("scheme") == scheme), None)
 
 
-def _mean_ms(records: Sequence[dict[str, Any]]) -> float:
-    times = [r["seconds"] for r in records if r.get("seconds") is not None]
+def _mean_ms(records: Sequence[dict[str, Any]], key: str = "seconds") -> float:
+    times = [r[key] for r in records if r.get(key) is not None]
     return 1000 * sum(times) / len(times) if times else math.nan
 
 
@@ -140,6 +144,8 @@ def tabulate(records: Iterable[dict[str, Any]], attacks: Sequence[str], schemes:
                     errors=sum(r.get("status") == "error" for r in (*marked, *clean)),
                     ms_marked=_mean_ms(marked),
                     ms_clean=_mean_ms(clean),
+                    cpu_ms_marked=_mean_ms(marked, "cpu_seconds"),
+                    cpu_ms_clean=_mean_ms(clean, "cpu_seconds"),
                 )
             )
     return rows
