@@ -333,6 +333,24 @@ def test_audit(files_data, specials, output, options, whole_folder):
 
 @FUZZ
 @given(
+    kind=st.sampled_from(["jsonl", "csv"]),
+    content=st.one_of(JSONL_LINES.map("\n".join), st.binary(max_size=300)),
+    sidecar=st.one_of(st.none(), JSON_VALUES.map(json.dumps), st.just("{not json")),
+)
+def test_audit_resume_of_a_damaged_output(kind, content, sidecar):
+    with case_files() as files:
+        image = files.write("a.png", SEED_IMAGES[0])
+        output = files.outputs / f"audit.{kind}"
+        argv = ["audit", str(image), "--format", kind, "-o", str(output), "--workers", "1", "--search", "never"]
+        call("audit", argv, files)
+        output.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8", "surrogatepass"))
+        if sidecar is not None:
+            Path(f"{output}.options.json").write_text(sidecar)
+        call("audit", [*argv, "--resume"], files)
+
+
+@FUZZ
+@given(
     lines=JSONL_LINES,
     torn=st.booleans(),
     image=st.one_of(st.none(), BAD_BYTES, SPECIALS),
