@@ -543,3 +543,10 @@ def test_every_command_documents_its_exit_codes(capsys, argv):
     with pytest.raises(SystemExit):
         main([*argv, "--help"])
     assert "exit codes: 0" in " ".join(capsys.readouterr().out.split())
+
+
+def test_bench_resume_of_a_damaged_run_names_the_line(capsys, bench_run, tmp_path):
+    lines = (bench_run / "results.jsonl").read_text().splitlines(keepends=True)
+    (bench_run / "results.jsonl").write_text(lines[0] + '{"torn\n' + "".join(lines[1:]))
+    code, _, err = run(capsys, "bench", scenario_file(tmp_path), "--out", bench_run, "--resume")
+    assert code == 2 and "results.jsonl:2: not a JSON record" in err
