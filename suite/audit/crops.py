@@ -80,19 +80,25 @@ def _message(bits: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
 def _pair_sums(u: np.ndarray) -> np.ndarray:
     """(orders, height - 1, width - 1): the sum of the 2x2 pixels whose top-left pixel is (y, x),
     twice an LL coefficient of the grid through (y, x). Exact: uint16 for uint8 planes."""
-    pairs = np.add(u[:, :-1], u[:, 1:], dtype=np.uint16 if u.dtype == np.uint8 else np.float32)
-    return pairs[..., :-1] + pairs[..., 1:]
+    orders, height, width = u.shape
+    dtype = np.uint16 if u.dtype == np.uint8 else np.float32
+    pairs = np.add(u[:, :-1], u[:, 1:], dtype=dtype, out=_buffer("pairs", (orders, height - 1, width), dtype))
+    return np.add(pairs[..., :-1], pairs[..., 1:], out=_buffer("sums", (orders, height - 1, width - 1), dtype))
 
 
-def _block_extremes(sums: np.ndarray, pick: np.ufunc) -> np.ndarray:
+def _block_extremes(sums: np.ndarray, pick: np.ufunc, name: str) -> np.ndarray:
     """(orders, height - 7, width - 7): twice the value the block whose first pixel is (y, x)
     reads, `pick` (np.maximum: the largest; np.minimum: the smallest) over its 15 non-first LL
-    coefficients. Coefficient (m, n) of that block is sums[y + 2m, x + 2n]: sliding extremes."""
-    rows, cols = sums.shape[1] - 6, sums.shape[2] - 6
-    right = pick(pick(sums[..., 2 : 2 + cols], sums[..., 4 : 4 + cols]), sums[..., 6 : 6 + cols])  # n = 1..3
-    whole = pick(right, sums[..., :cols])  # n = 0..3
-    lower = pick(pick(whole[:, 2 : 2 + rows], whole[:, 4 : 4 + rows]), whole[:, 6 : 6 + rows])  # m = 1..3
-    return pick(right[:, :rows], lower)
+    coefficients. Coefficient (m, n) of that block is sums[y + 2m, x + 2n]: sliding extremes,
+    into the thread's buffer `name`."""
+    orders, rows, cols = sums.shape[0], sums.shape[1] - 6, sums.shape[2] - 6
+    right = _buffer("right", (orders, sums.shape[1], cols), sums.dtype)  # n = 1..3
+    pick(pick(sums[..., 2 : 2 + cols], sums[..., 4 : 4 + cols], out=right), sums[..., 6 : 6 + cols], out=right)
+    whole = pick(right, sums[..., :cols], out=_buffer("whole", right.shape, sums.dtype))  # n = 0..3
+    result = _buffer(name, (orders, rows, cols), sums.dtype)
+    pick(whole[:, 2 : 2 + rows], whole[:, 4 : 4 + rows], out=result)  # m = 1..3
+    pick(result, whole[:, 6 : 6 + rows], out=result)
+    return pick(result, right[:, :rows], out=result)
 
 
 @dataclass(frozen=True)
@@ -111,8 +117,8 @@ class _Grids:
         orders, height, width = u.shape
         rows, cols = height // GRID, width // GRID
         sums = _pair_sums(u)
-        peak = _block_extremes(sums, np.maximum)[:, : rows * GRID, : cols * GRID]
-        trough = _block_extremes(sums, np.minimum)[:, : rows * GRID, : cols * GRID] if float_reading else None
+        peak = _block_extremes(sums, np.maximum, "peak")[:, : rows * GRID, : cols * GRID]
+        trough = _block_extremes(sums, np.minimum, "trough")[:, : rows * GRID, : cols * GRID] if float_reading else None
         padded = _padded_grid((1 + float_reading, orders, rows * GRID, cols * GRID), peak.shape[1:])
         votes.soft(peak, trough, out=padded[..., : peak.shape[1], : peak.shape[2]])
         blocks = padded.reshape(*padded.shape[:2], rows, GRID, cols, GRID)
@@ -121,17 +127,34 @@ class _Grids:
         count = whole_rows.sum(axis=1)[:, None] * whole_cols.sum(axis=1)[None, :]
         # one axis at a time: numpy reduces two non-adjacent axes at once an order of magnitude slower
         mean = blocks.sum(axis=2).sum(axis=3) / np.maximum(count, 1)
-        spread = np.square(blocks).sum(axis=2).sum(axis=3) - count * mean**2
+        squares = np.square(blocks, out=_buffer("squares", blocks.shape, np.float32))
+        spread = squares.sum(axis=2).sum(axis=3) - count * mean**2
         return cls(blocks, whole_rows, whole_cols, mean, np.maximum(spread, 0.0))
 
 
 _local = threading.local()
+KEPT_BYTES = 16 << 20  # larger buffers (images over about 1024x1024) are not kept between images
+
+
+def _buffer(name: str, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+    """A per-thread array for one stage of the search, reused while images keep their size (a
+    folder of SD outputs does): fresh ones cost their page faults again on every image, which was
+    a third of the crop search's time."""
+    if math.prod(shape) * np.dtype(dtype).itemsize > KEPT_BYTES:
+        return np.empty(shape, dtype)
+    buffers = _local.__dict__.setdefault("buffers", {})
+    buffer = buffers.get(name)
+    if buffer is None or buffer.shape != shape or buffer.dtype != dtype:
+        buffer = buffers[name] = np.empty(shape, dtype)
+    return buffer
 
 
 def _padded_grid(shape: tuple[int, ...], written: tuple[int, ...]) -> np.ndarray:
     """A zeroed float32 buffer whose top-left `written` part the caller overwrites: one per thread,
     reused while images keep their size (a folder of SD outputs does), since the rest stays zero
     and a fresh one costs its page faults again on every image."""
+    if math.prod(shape) * 4 > KEPT_BYTES:
+        return np.zeros(shape, np.float32)
     cached = getattr(_local, "grid", None)
     if cached is None or cached[0] != (shape, written):
         cached = _local.grid = ((shape, written), np.zeros(shape, np.float32))

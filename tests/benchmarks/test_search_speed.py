@@ -4,7 +4,9 @@ detect). The issue's budget is 25 ms for a 512x512 image; docs/audit.md quotes t
 
 Run with `.venv/bin/pytest tests/benchmarks/test_search_speed.py --benchmark-only`. Rounds are
 timed in CPU time of this process (time.process_time): the budget is per core, and on a shared
-machine wall time also counts the other processes' turns. The best round is what is asserted.
+machine wall time also counts the other processes' turns. The best round is what is asserted:
+on 2 vCPUs shared with other work a round's CPU time still varies by 1.5x (a busy sibling thread
+slows this one), so there are many rounds.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ def _both(u: np.ndarray) -> None:
 def test_searches_of_a_512_image(benchmark, clean_photo):
     """An unmarked SD-sized image: nothing is found, so every candidate is tried (the worst case)."""
     u = u_planes(clean_photo)
-    benchmark.pedantic(_both, (u,), rounds=15, iterations=1, warmup_rounds=2)
+    benchmark.pedantic(_both, (u,), rounds=40, iterations=1, warmup_rounds=3)
     best = benchmark.stats.stats.min
     benchmark.extra_info["best_ms"] = round(best * 1e3, 2)
     print(f"\ncrop + resize searches, 512x512, three schemes: best {best * 1e3:.1f} ms")
