@@ -42,7 +42,8 @@ def _mirrored(rgb: np.ndarray, u: np.ndarray, schemes: list[Scheme], alpha: floa
 
 def _realigned(aligned: Evidence, found: Found, rgb: np.ndarray) -> Evidence:
     """The scheme's evidence as a search found it, with the reference decoder's bits where the
-    search lined the image up (the grid as it is for a crop, the image resized back for a resize)."""
+    search lined the image up: the image as it is for a crop, resized or rotated back for a resize
+    or a rotation (a mirror's evidence already is the aligned test's on the image flipped back)."""
     length = aligned.scheme.length
     if isinstance(found, Evidence):
         return found
