@@ -12,6 +12,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 
 import audit_corpus
 import numpy as np
@@ -86,19 +87,22 @@ def test_three_schemes_vs_one(benchmark, photo_rgb):
     assert ratio < 1.2
 
 
-@pytest.fixture(scope="module")
-def png_folder(tmp_path_factory) -> list[str]:
-    """1,000 512x512 PNGs: photographs and flat illustrations, half of them watermarked."""
-    folder = tmp_path_factory.mktemp("audit-bench")
+def write_folder(folder: Path, count: int, suffix: str, **save_options: object) -> list[str]:
+    """`count` 512x512 images: photographs and flat illustrations, half of them watermarked."""
     bases = [image for _, image in audit_corpus.clean_images(count_per_size=5, sizes=((512, 512),))]
     marked = [embed(image, scheme) for image, scheme in zip(bases, ["sd-v1", "sd-v2", "sdxl"] * 4, strict=False)]
     variants = [*bases, *marked]
     paths = []
-    for i in range(FOLDER_FILES):
-        path = folder / f"{i:04d}.png"
-        variants[i % len(variants)].save(path, compress_level=6)
+    for i in range(count):
+        path = folder / f"{i:04d}{suffix}"
+        variants[i % len(variants)].save(path, **save_options)
         paths.append(str(path))
     return paths
+
+
+@pytest.fixture(scope="module")
+def png_folder(tmp_path_factory) -> list[str]:
+    return write_folder(tmp_path_factory.mktemp("audit-bench"), FOLDER_FILES, ".png", compress_level=6)
 
 
 def _decode_all(paths: list[str], workers: int, reader: Callable[[str], object] = read_png) -> None:

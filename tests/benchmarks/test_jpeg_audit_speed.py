@@ -9,30 +9,19 @@ from __future__ import annotations
 
 import os
 
-import audit_corpus
 import pytest
 from png_reader import read_png
-from test_audit_speed import _best_per_call, _decode_all, _report
+from test_audit_speed import _best_per_call, _decode_all, _report, write_folder
 
 from suite.cli import main
-from suite.watermark import embed
 
 FILES = 400
 
 
 @pytest.fixture(scope="module")
 def jpeg_folder(tmp_path_factory) -> list[str]:
-    """512x512 JPEGs at quality 90, 4:2:0 (PIL's default): photographs and illustrations, half marked."""
-    folder = tmp_path_factory.mktemp("jpeg-bench")
-    bases = [image for _, image in audit_corpus.clean_images(count_per_size=5, sizes=((512, 512),))]
-    marked = [embed(image, scheme) for image, scheme in zip(bases, ["sd-v1", "sd-v2", "sdxl"] * 4, strict=False)]
-    variants = [*bases, *marked]
-    paths = []
-    for i in range(FILES):
-        path = folder / f"{i:04d}.jpg"
-        variants[i % len(variants)].save(path, quality=90)
-        paths.append(str(path))
-    return paths
+    """512x512 JPEGs at quality 90, 4:2:0 (PIL's default)."""
+    return write_folder(tmp_path_factory.mktemp("jpeg-bench"), FILES, ".jpg", quality=90)
 
 
 def _audit(folder: str, search: str) -> None:
