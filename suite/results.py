@@ -344,6 +344,24 @@ def load_environment(run_dir: str | Path) -> dict[str, Any]:
         environment = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ResultsError(f"{path}: not the JSON a bench run writes ({exc}); remove it or the run") from None
-    if not isinstance(environment, dict):
-        raise ResultsError(f"{path}: not the JSON object a bench run writes; remove it or the run")
+    problem = environment_problem(environment)
+    if problem:
+        raise ResultsError(f"{path}: not what a bench run writes ({problem}); remove it or the run")
     return environment
+
+
+def environment_problem(environment: Any) -> str | None:
+    """What keeps `environment` from being a run's environment.json (the fields readers use), or None."""
+    if not isinstance(environment, dict):
+        return "not a JSON object"
+    if not isinstance(environment.get("fingerprint") or {}, dict):
+        return "fingerprint is not an object"
+    peaks = environment.get("peak_tflops") or {}
+    if not isinstance(peaks, dict) or not all(isinstance(v, int | float | None) for v in peaks.values()):
+        return "peak_tflops is not an object of numbers"
+    for key in ("run_id", "profile", "started_at"):
+        if not isinstance(environment.get(key, ""), str):
+            return f"{key} is not text"
+    if not isinstance(environment.get("datasheet_tflops_fp16") or 0, int | float):
+        return "datasheet_tflops_fp16 is not a number"
+    return None

@@ -550,3 +550,15 @@ def test_bench_resume_of_a_damaged_run_names_the_line(capsys, bench_run, tmp_pat
     (bench_run / "results.jsonl").write_text(lines[0] + '{"torn\n' + "".join(lines[1:]))
     code, _, err = run(capsys, "bench", scenario_file(tmp_path), "--out", bench_run, "--resume")
     assert code == 2 and "results.jsonl:2: not a JSON record" in err
+
+
+def test_report_of_records_with_null_sections(capsys, bench_run):
+    """Found by the fuzz test: `"capacity": null` (or memory, fingerprint) ended the report in a traceback."""
+    records = [json.loads(line) for line in (bench_run / "results.jsonl").read_text().splitlines()]
+    for record in records:
+        record.update(capacity=None, memory=None, fingerprint=None)
+    (bench_run / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    environment = json.loads((bench_run / "environment.json").read_text())
+    (bench_run / "environment.json").write_text(json.dumps({**environment, "fingerprint": None}))
+    code, _, err = run(capsys, "report", bench_run, "-o", bench_run / "r.html")
+    assert code == 0, err

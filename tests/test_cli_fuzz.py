@@ -374,7 +374,14 @@ def test_report_of_an_audit(lines, torn, image, output, non_utf8):
 @FUZZ
 @given(
     results=results_text(),
-    environment=st.one_of(st.none(), JSON_VALUES.map(json.dumps), st.just("{not json")),
+    environment=st.one_of(
+        st.none(),
+        JSON_VALUES.map(json.dumps),
+        st.just("{not json"),
+        st.dictionaries(st.sampled_from(["fingerprint", "run_id", "peak_tflops", "profile"]), JSON_VALUES).map(
+            json.dumps
+        ),
+    ),
     output=st.one_of(st.none(), OUTPUT_KINDS),
     command=st.sampled_from(["report", "compare"]),
 )

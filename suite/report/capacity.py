@@ -85,7 +85,7 @@ def article_table(runs: Sequence[Run]) -> str:
         for run in runs:
             for r in run.records:
                 s = dict(r["scenario"])
-                if r.get("capacity", {}).get("search") == "max-batch":
+                if (r.get("capacity") or {}).get("search") == "max-batch":
                     s["batch"] = 1  # batch 1 fits exactly when the largest batch is at least 1
                 if claim.matches(s):
                     ev = evidence_at(r, ARTICLE_CARD_GIB)

@@ -233,7 +233,7 @@ def steps(runs: Sequence[Run], max_lines: int = 12) -> str | None:
 
 def memory(runs: Sequence[Run]) -> tuple[str | None, str]:
     """Peak VRAM per scenario against common card sizes; host RSS where no GPU was used."""
-    gpu = any(r.get("memory", {}).get("peak_vram_allocated_mib") for run in runs for r in _ok(run))
+    gpu = any((r.get("memory") or {}).get("peak_vram_allocated_mib") for run in runs for r in _ok(run))
     if gpu:
         key, unit = "peak_vram_allocated_mib", "peak VRAM allocated by torch, GiB"
 

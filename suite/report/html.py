@@ -87,7 +87,7 @@ MACHINE_FIELDS = (
 
 def machine_card(run: Run) -> str:
     env = run.environment
-    fp = env.get("fingerprint", {})
+    fp = env.get("fingerprint") or {}
     items = [
         ("run", env.get("run_id", run.path.name)),
         ("profile", env.get("profile", "")),

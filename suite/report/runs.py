@@ -18,7 +18,7 @@ class Run:
     @property
     def label(self) -> str:
         """Short name of the run in charts: its id, plus the GPU or CPU it ran on."""
-        fp = self.environment.get("fingerprint", {})
+        fp = self.environment.get("fingerprint") or {}
         machine = fp.get("gpu") or fp.get("cpu") or "unknown machine"
         return f"{self.environment.get('run_id', self.path.name)} · {machine}"
 
