@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from suite.report import charts
-from suite.report.html import _file_row, _subtitle, image_pool, image_thumbnail
+from suite.report.html import _file_row, _subtitle, audit_file_headers, image_pool, image_thumbnail
 from suite.report.markup import badge, e, fmt, page, svg_figure, table
 
 SUMMARY_FILE, FAILED_FILE = "_summary.json", "_failed.jsonl"
@@ -181,17 +181,7 @@ def dataset_report(folder: Path) -> str:
         f"<td class='reason'>{e(f.get('error'))}</td></tr>"
         for f in map(json.loads, failed[:FAILED_SHARDS_LISTED])
     ]
-    file_headers = (
-        ("", False),
-        ("shard#key", False),
-        ("verdict", False),
-        ("size", False),
-        ("smallest p", True),
-        ("bits match", True),
-        ("decoded message", False),
-        ("provenance claims", False),
-        ("reason", False),
-    )
+    file_headers = audit_file_headers("shard#key")
     shards = summary["shards_in_job"]
     body = [
         "<h2>Summary</h2>",

@@ -490,6 +490,21 @@ def audit_report(records: Sequence[dict[str, Any]], source: str, base: Path) -> 
         return page("sdsuite audit report", _subtitle(source), _audit_body(records, listed, uris))
 
 
+def audit_file_headers(name: str) -> tuple[tuple[str, bool], ...]:
+    """The audit's file table columns (title, numeric), the one naming each image first."""
+    return (
+        ("", False),
+        (name, False),
+        ("verdict", False),
+        ("size", False),
+        ("smallest p", True),
+        ("bits match", True),
+        ("decoded message", False),
+        ("provenance claims", False),
+        ("reason", False),
+    )
+
+
 def _audit_body(records: Sequence[dict[str, Any]], listed: list[int], uris: Iterator[str | None]) -> str:
     summary = summarise_audit(list(records))
     scheme_rows = "".join(
@@ -522,17 +537,7 @@ def _audit_body(records: Sequence[dict[str, Any]], listed: list[int], uris: Iter
         if len(listed) < len(records)
         else ""
     )
-    file_headers = (
-        ("", False),
-        ("path", False),
-        ("verdict", False),
-        ("size", False),
-        ("smallest p", True),
-        ("bits match", True),
-        ("decoded message", False),
-        ("provenance claims", False),
-        ("reason", False),
-    )
+    file_headers = audit_file_headers("path")
     verdict_names = sorted(summary["verdicts"], key=lambda v: (v in ("none", "too_small", "error"), v))
     body = [
         "<h2>Summary</h2>",
