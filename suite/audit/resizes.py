@@ -9,8 +9,10 @@ averages compose exactly). Resampling is linear like the conversion from RGB to 
 are resized, not the pixels. The candidate originals are the sizes SD models output: sides that are
 multiples of 64 from 384 to 1536 pixels, at most 1.6 MP, with the aspect ratio the image has
 within its rounding, and a scale between 1/2 and 2 (each candidate costs its area, and larger
-scales were seldom found anyway). The p-value is Bonferroni-corrected over every candidate,
-channel order and reading tried.
+scales were seldom found anyway). Besides the lattice readings (votes.py), each candidate is read
+for the encoder's mean step (detect.py's "impulse" path), which is what survives a resize followed
+by lossy compression (a JPEG'd thumbnail). The p-value is Bonferroni-corrected over every
+candidate, channel order and reading tried.
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ import cv2
 import numpy as np
 
 from suite.audit import votes
-from suite.audit.decode import ORDERS, ChannelOrder
-from suite.audit.detect import degrees_of_freedom, two_sided_p, z_scores
+from suite.audit.decode import ORDERS, ChannelOrder, neighbour_blocks_mean
+from suite.audit.detect import degrees_of_freedom, impulse_votes, two_sided_p, z_scores
 from suite.watermark import Scheme
 
 SIDES = range(384, 1537, 64)  # SD models' outputs are seldom smaller
@@ -100,15 +102,19 @@ def search(u: np.ndarray, schemes: list[Scheme]) -> list[ResizeEvidence | None]:
     planes = u.astype(np.float32, copy=False)
     best = [(0.0, 0, candidates[0])] * len(schemes)
     for size in candidates:
-        soft = votes.soft(*votes.block_extremes(_ll_band(planes, size), float_reading))
+        band = _ll_band(planes, size)
+        peak, trough = votes.block_extremes(band, float_reading)
+        impulses = impulse_votes(peak - neighbour_blocks_mean(band))[None]
+        soft = votes.soft(peak, trough)
         for i, scheme in enumerate(schemes):
-            z = z_scores(soft[: len(votes.readings_of(scheme))], scheme.bits).ravel()
+            rows = np.concatenate([soft[: len(votes.readings_of(scheme))], impulses])
+            z = z_scores(rows, scheme.bits).ravel()
             strongest = int(np.abs(z).argmax())
             if abs(z[strongest]) > abs(best[i][0]):
                 best[i] = (float(z[strongest]), strongest, size)
     found: list[ResizeEvidence | None] = []
     for scheme, (z, test, size) in zip(schemes, best, strict=True):
-        readings = votes.readings_of(scheme)
+        readings = (*votes.readings_of(scheme), "impulse")
         tests = len(candidates) * len(readings) * u.shape[0]
         p_value = min(1.0, two_sided_p(z, degrees_of_freedom(scheme.bits)) * tests)
         reading, order = divmod(test, u.shape[0])

@@ -130,3 +130,18 @@ def test_clean_jpeg_and_webp_are_not_flagged(clean_images):
                 assert not mark["detected"], (kind, quality, mark["scheme"], mark["p_value"])
                 p_values.append(mark["p_value"])
     assert np.mean(np.array(p_values) < 0.05) <= 0.08
+
+
+def test_thumbnails_saved_as_jpeg_are_found_by_the_resize_search(photos):
+    # resized x0.75 then JPEG q95: the lattice is gone, the encoder's mean step survives (impulse)
+    hits = []
+    for image in photos:
+        for scheme in SCHEMES:
+            thumbnail = embed(image, scheme).resize((384, 384), Image.Resampling.LANCZOS)
+            record = audit_bytes(encoded(thumbnail, quality=95), AuditOptions(metadata=False), new_record(path="x"))
+            mark = {m["scheme"]: m for m in record["watermarks"]}[scheme]
+            hits.append(mark["detected"])
+            if mark["detected"]:
+                assert mark["search"] == {"edit": "resize", "original_size": [512, 512]}
+    print(f"resize x0.75 then JPEG q95: {np.mean(hits):.0%} of {len(hits)}")
+    assert np.mean(hits) >= 0.2
