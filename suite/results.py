@@ -219,11 +219,24 @@ def record_problem(record: Any) -> str | None:
         return f"status {record.get('status')!r} is not one of {', '.join(STATUSES)}"
     if not isinstance(record.get("scenario"), dict) or not isinstance(record["scenario"].get("name"), str):
         return "no scenario name"
+    for key in ("latency_s", "warmup_latency_s"):
+        if not _numbers(record.get(key) or []):
+            return f"{key} is not a list of seconds"
+    steps = record.get("step_s") or []
+    stages = record.get("stages_s") or {}
+    if not isinstance(steps, list) or not all(_numbers(run) for run in steps):
+        return "step_s is not a list of lists of seconds"
+    if not isinstance(stages, dict) or not all(_numbers(times) for times in stages.values()):
+        return "stages_s is not an object of lists of seconds"
     try:
         flatten(record)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         return f"{type(exc).__name__}: {exc}"
     return None
+
+
+def _numbers(values: Any) -> bool:
+    return isinstance(values, list) and all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
 
 
 def _capacity_cells(capacity: dict[str, Any] | None) -> dict[str, Any]:

@@ -562,3 +562,22 @@ def test_report_of_records_with_null_sections(capsys, bench_run):
     (bench_run / "environment.json").write_text(json.dumps({**environment, "fingerprint": None}))
     code, _, err = run(capsys, "report", bench_run, "-o", bench_run / "r.html")
     assert code == 0, err
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "words"),
+    [
+        ("latency_s", [None], "latency_s is not a list of seconds"),
+        ("step_s", [[1.0, "x"]], "step_s is not a list of lists of seconds"),
+        ("stages_s", {"denoise": [True]}, "stages_s is not an object of lists of seconds"),
+    ],
+)
+def test_report_of_records_with_unmeasured_times_names_the_line(capsys, bench_run, key, value, words):
+    """Found by the fuzz test: a time that is no number ended the report in a TypeError."""
+    lines = (bench_run / "results.jsonl").read_text().splitlines()
+    record = json.loads(lines[0])
+    record[key] = value
+    (bench_run / "results.jsonl").write_text("\n".join([json.dumps(record), *lines[1:]]) + "\n")
+    for command in (["report", bench_run], ["compare", bench_run, bench_run]):
+        code, _, err = run(capsys, *command)
+        assert code == 2 and f"results.jsonl:1: not a bench record ({words})" in err
