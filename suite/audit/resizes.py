@@ -25,7 +25,7 @@ import numpy as np
 
 from suite.audit import votes
 from suite.audit.decode import ORDERS, ChannelOrder, neighbour_blocks_mean
-from suite.audit.detect import degrees_of_freedom, impulse_votes, two_sided_p, z_scores
+from suite.audit.detect import FLOAT_OFFSET, degrees_of_freedom, impulse_votes, two_sided_p, z_scores
 from suite.watermark import Scheme
 
 SIDES = range(384, 1537, 64)  # SD models' outputs are seldom smaller
@@ -91,6 +91,21 @@ def _ll_band(planes: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return band
 
 
+IMPULSE_READINGS = ("impulse", "float-impulse")  # detect.PATHS' names, beside votes.READINGS'
+
+
+def _impulse_votes(peak: np.ndarray, trough: np.ndarray | None, surround: np.ndarray) -> np.ndarray:
+    """(readings, orders, blocks): detect.py's impulse votes of each block against the mean of the
+    blocks around it: its largest coefficient's and, where `trough` is given (float-path schemes),
+    the one farthest from 255's, signed away from it (decode.Blocks.impulses)."""
+    rows = [impulse_votes(peak - surround)]
+    if trough is not None:
+        middle = np.float32(2 * FLOAT_OFFSET)
+        above = peak - middle >= middle - trough
+        rows.append(impulse_votes(np.where(above, peak - surround, surround - trough)))
+    return np.stack(rows)
+
+
 def search(u: np.ndarray, schemes: list[Scheme]) -> list[ResizeEvidence | None]:
     """Each scheme's strongest test over an image's U planes (orders, height, width), in
     decode.ORDERS, resized back to every candidate original; None for all where the image's size
@@ -104,17 +119,18 @@ def search(u: np.ndarray, schemes: list[Scheme]) -> list[ResizeEvidence | None]:
     for size in candidates:
         band = _ll_band(planes, size)
         peak, trough = votes.block_extremes(band, float_reading)
-        impulses = impulse_votes(peak - neighbour_blocks_mean(band))[None]
+        impulses = _impulse_votes(peak, trough, neighbour_blocks_mean(band))
         soft = votes.soft(peak, trough)
         for i, scheme in enumerate(schemes):
-            rows = np.concatenate([soft[: len(votes.readings_of(scheme))], impulses])
+            used = len(votes.readings_of(scheme))
+            rows = np.concatenate([soft[:used], impulses[:used]])
             z = z_scores(rows, scheme.bits).ravel()
             strongest = int(np.abs(z).argmax())
             if abs(z[strongest]) > abs(best[i][0]):
                 best[i] = (float(z[strongest]), strongest, size)
     found: list[ResizeEvidence | None] = []
     for scheme, (z, test, size) in zip(schemes, best, strict=True):
-        readings = (*votes.readings_of(scheme), "impulse")
+        readings = (*votes.readings_of(scheme), *IMPULSE_READINGS[: len(votes.readings_of(scheme))])
         tests = len(candidates) * len(readings) * u.shape[0]
         p_value = min(1.0, two_sided_p(z, degrees_of_freedom(scheme.bits)) * tests)
         reading, order = divmod(test, u.shape[0])
