@@ -332,9 +332,10 @@ def _metadata(image: Image.Image, data: bytes) -> dict[str, Any]:
 _options: AuditOptions | None = None
 
 
-def _init_worker(options: AuditOptions) -> None:
-    """One thread per process: the pool already uses every core. Ctrl-C is the parent's to handle
-    (it stops the pool): a worker that took it too would print a traceback of its own."""
+def init_worker(options: AuditOptions) -> None:
+    """A pool worker's set-up (the audit's, and the robustness benchmark's): one thread per
+    process, since the pool already uses every core; Ctrl-C is the parent's to handle (it stops
+    the pool): a worker that took it too would print a traceback of its own."""
     import cv2
 
     global _options
@@ -343,10 +344,15 @@ def _init_worker(options: AuditOptions) -> None:
     cv2.setNumThreads(1)
 
 
-def _audit_in_worker(path: str) -> dict[str, Any]:
+def worker_options() -> AuditOptions:
+    """The options init_worker gave this worker."""
     if _options is None:
-        raise RuntimeError("audit worker used before _init_worker")
-    return audit_file(path, _options)
+        raise RuntimeError("audit worker used before init_worker")
+    return _options
+
+
+def _audit_in_worker(path: str) -> dict[str, Any]:
+    return audit_file(path, worker_options())
 
 
 def scan(paths: Iterable[str], options: AuditOptions, workers: int | None = None) -> Iterator[dict[str, Any]]:
@@ -356,7 +362,7 @@ def scan(paths: Iterable[str], options: AuditOptions, workers: int | None = None
         for path in paths:
             yield audit_file(path, options)
         return
-    with pool_context().Pool(workers, _init_worker, (options,)) as pool:
+    with pool_context().Pool(workers, init_worker, (options,)) as pool:
         yield from pool.imap(_audit_in_worker, paths, chunksize=4)
 
 

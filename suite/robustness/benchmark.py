@@ -18,7 +18,7 @@ from typing import Any
 
 from PIL import Image
 
-from suite.audit.scan import AuditOptions, audit_bytes, new_record, pool_context
+from suite.audit.scan import AuditOptions, audit_bytes, init_worker, new_record, pool_context, worker_options
 from suite.robustness.attacks import ATTACKS, Attack
 from suite.robustness.corpus import CleanImage
 from suite.watermark import embed
@@ -71,22 +71,8 @@ def attack_and_audit(task: Task, options: AuditOptions) -> dict[str, Any]:
     return record
 
 
-_options: AuditOptions | None = None
-
-
-def _init_worker(options: AuditOptions) -> None:
-    """One thread per process: the pool already uses every core."""
-    import cv2
-
-    global _options
-    _options = options
-    cv2.setNumThreads(1)
-
-
 def _in_worker(task: Task) -> dict[str, Any]:
-    if _options is None:
-        raise RuntimeError("robustness worker used before _init_worker")
-    return attack_and_audit(task, _options)
+    return attack_and_audit(task, worker_options())
 
 
 def run(
@@ -109,5 +95,5 @@ def run(
             for task in tasks:
                 yield attack_and_audit(task, options)
             return
-        with pool_context().Pool(workers, _init_worker, (options,)) as pool:
+        with pool_context().Pool(workers, init_worker, (options,)) as pool:
             yield from pool.imap(_in_worker, tasks, chunksize=len(attacks))

@@ -30,7 +30,7 @@ BUDGET_S = 0.025  # per 512x512 image, crop and resize searches together
 
 @pytest.fixture(autouse=True)
 def one_core():
-    """OpenCV would resize on every core; an audit worker uses one (scan._init_worker)."""
+    """OpenCV would resize on every core; an audit worker uses one (scan.init_worker)."""
     threads = cv2.getNumThreads()
     cv2.setNumThreads(1)
     yield
