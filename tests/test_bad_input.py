@@ -86,8 +86,9 @@ def test_audit_counts_a_folder_it_cannot_list(capsys, image, tmp_path, monkeypat
 
 
 def test_ctrl_c_stops_an_audit_without_worker_tracebacks(tmp_path):
-    for i in range(40):
-        Image.new("RGB", (512, 512), (i, 90, 160)).save(tmp_path / f"{i:02d}.png")
+    # enough work that the interrupt lands mid-scan: a searched 512x512 image takes tens of ms
+    for i in range(400):
+        Image.new("RGB", (512, 512), (i % 256, 90, 160)).save(tmp_path / f"{i:03d}.png")
     out = tmp_path / "audit.jsonl"
     proc = sdsuite(
         "audit", str(tmp_path), "-o", str(out), "--format", "jsonl", "--workers", "2", "--search", "always",
