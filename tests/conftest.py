@@ -1,4 +1,5 @@
 import os
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -14,6 +15,12 @@ from browser import CHROMIUM, LAUNCH_ARGS
 from support import sdsuite
 
 LOOPBACK = {"localhost", "127.0.0.1", "::1"}
+
+# Ctrl-C as on a terminal, even where the tests were started in the background: a shell ignores
+# SIGINT for its background jobs and every child inherits that, so the interrupt tests (and the
+# sdsuite processes they start) would never see their Ctrl-C.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
