@@ -11,8 +11,8 @@ order saw is a linear function of the stored planes, known exactly:
 - rgb (encoders handed RGB as BGR): U' - 128 = 0.492 * (R - Y'), with Y' the luma of the swapped
   pixels: R - Y' = 1.185 * (R - Y) - 0.185 * (B - Y), so U' is 1.185 Cr-parts and -0.185 Cb-parts.
 
-Each stored sample is repeated over its 2x2 pixels, so the LL band read from the plane is the stored
-plane itself. Everything else (PNG, 4:4:4 JPEG, WebP, what PIL reads) is read from its RGB pixels,
+Each stored sample covers 2x2 pixels, so it is one LL coefficient over two: the aligned test reads
+the samples as they are, and the searches get them spread over their pixels. Everything else (PNG, 4:4:4 JPEG, WebP, what PIL reads) is read from its RGB pixels,
 and the detector's `unblurred` reading path undoes the decoders' chroma upsampling there (decode.py).
 """
 

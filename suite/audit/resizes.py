@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from suite.audit import votes
-from suite.audit.decode import ORDERS, ChannelOrder, neighbour_blocks_mean
+from suite.audit.decode import ORDERS, ChannelOrder, neighbour_blocks_mean, steps
 from suite.audit.detect import FLOAT_OFFSET, degrees_of_freedom, impulse_votes, two_sided_p, z_scores
 from suite.watermark import Scheme
 
@@ -98,11 +98,9 @@ def _impulse_votes(peak: np.ndarray, trough: np.ndarray | None, surround: np.nda
     """(readings, orders, blocks): detect.py's impulse votes of each block against the mean of the
     blocks around it: its largest coefficient's and, where `trough` is given (float-path schemes),
     the one farthest from 255's, signed away from it (decode.Blocks.impulses)."""
-    rows = [impulse_votes(peak - surround)]
+    rows = [impulse_votes(steps(peak, None, surround, None))]
     if trough is not None:
-        middle = np.float32(2 * FLOAT_OFFSET)
-        above = peak - middle >= middle - trough
-        rows.append(impulse_votes(np.where(above, peak - surround, surround - trough)))
+        rows.append(impulse_votes(steps(peak, trough, surround, FLOAT_OFFSET)))
     return np.stack(rows)
 
 
