@@ -187,28 +187,39 @@ def schemes_from_args(args: argparse.Namespace) -> list[Scheme]:
 
 
 class Progress:
-    """A one-line bar on a terminal's stderr, redrawn at most ten times a second."""
+    """A one-line bar on a terminal's stderr, redrawn at most ten times a second: `unit`s done (files,
+    shards) and, where each step says how many, the images in them."""
+
+    unit = "files"
 
     def __init__(self, total: int, stream: TextIO):
         self.total, self.stream = total, stream
-        self.done, self.start, self.drawn = 0, time.monotonic(), 0.0
+        self.done = self.images = 0
+        self.start, self.drawn = time.monotonic(), 0.0
 
-    def step(self) -> None:
+    def step(self, images: int | None = None) -> None:
         self.done += 1
+        self.images += images or 0
         now = time.monotonic()
-        if now - self.drawn >= 0.1 or self.done == self.total:
-            self.drawn = now
-            rate = self.done / max(now - self.start, 1e-9)
-            eta = (self.total - self.done) / rate if rate else 0
-            filled = int(30 * self.done / self.total)
-            self.stream.write(
-                f"\r[{'#' * filled}{'.' * (30 - filled)}] {self.done}/{self.total} files "
-                f"{rate:6.1f}/s  eta {int(eta) // 60}:{int(eta) % 60:02d} "
-            )
-            self.stream.flush()
+        if now - self.drawn < 0.1 and self.done < self.total:
+            return
+        self.drawn = now
+        elapsed = max(now - self.start, 1e-9)
+        eta = (self.total - self.done) * elapsed / self.done
+        filled = int(30 * self.done / max(self.total, 1))
+        counted = (
+            f"{self.images:,} images {self.images / elapsed:7.1f}/s"
+            if images is not None
+            else f"{self.done / elapsed:6.1f}/s"
+        )
+        self.stream.write(
+            f"\r[{'#' * filled}{'.' * (30 - filled)}] {self.done}/{self.total} {self.unit} "
+            f"{counted}  eta {int(eta) // 60}:{int(eta) % 60:02d} "
+        )
+        self.stream.flush()
 
     def close(self) -> None:
-        self.stream.write("\r" + " " * 78 + "\r")
+        self.stream.write("\r" + " " * 90 + "\r")
         self.stream.flush()
 
 

@@ -19,8 +19,9 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TextIO
+from typing import Any
 
+from suite.audit.command import Progress
 from suite.audit.engines import Engine, ShardTask, run_shards
 from suite.audit.scan import AuditOptions
 from suite.audit.shards import ShardJob, audit_shard, is_local, output_name, output_path, read_footer
@@ -63,33 +64,10 @@ class DatasetTotals:
         }
 
 
-class ShardProgress:
-    """A one-line bar of shards and images on a terminal's stderr, redrawn at most ten times a second."""
+class ShardProgress(Progress):
+    """The audit's bar, counting shards and the images in them."""
 
-    def __init__(self, total: int, stream: TextIO):
-        self.total, self.stream = total, stream
-        self.shards = self.images = 0
-        self.start, self.drawn = time.monotonic(), 0.0
-
-    def step(self, images: int) -> None:
-        self.shards += 1
-        self.images += images
-        now = time.monotonic()
-        if now - self.drawn < 0.1 and self.shards < self.total:
-            return
-        self.drawn = now
-        elapsed = max(now - self.start, 1e-9)
-        eta = (self.total - self.shards) * elapsed / self.shards
-        filled = int(30 * self.shards / max(self.total, 1))
-        self.stream.write(
-            f"\r[{'#' * filled}{'.' * (30 - filled)}] {self.shards}/{self.total} shards "
-            f"{self.images:,} images {self.images / elapsed:7.1f}/s  eta {int(eta) // 60}:{int(eta) % 60:02d} "
-        )
-        self.stream.flush()
-
-    def close(self) -> None:
-        self.stream.write("\r" + " " * 90 + "\r")
-        self.stream.flush()
+    unit = "shards"
 
 
 def run_dataset(
