@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from suite.audit.defaults import ENGINES, SHARD_RETRIES
-from suite.audit.scan import AuditOptions, audit_file, new_record
+from suite.audit.scan import AuditOptions, audit_file, new_record, settle_process
 from suite.audit.shards import ShardJob, audit_shard
 
 WINDOW_PER_WORKER = 2  # tasks in flight per worker: one running, one queued behind it
@@ -203,9 +203,7 @@ def scan_files(paths: Iterable[str], options: AuditOptions, engine: Engine) -> I
 
 def audit_files(paths: list[str], options: AuditOptions) -> list[dict[str, Any]]:
     """One Dask task of a file audit."""
-    import cv2
-
-    cv2.setNumThreads(1)
+    settle_process()
     return [audit_file(path, options) for path in paths]
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from suite.audit.output import PER_SCHEME, flat_columns, flat_values
-from suite.audit.scan import AuditError, AuditOptions, Summary, audit_bytes, new_record
+from suite.audit.scan import AuditError, AuditOptions, Summary, audit_bytes, new_record, settle_process
 from suite.audit.sources import Source, read_samples
 
 SHARD_COLUMNS = ("shard", "key")
@@ -88,9 +88,7 @@ def audit_shard(shard_url: str, job: ShardJob) -> dict[str, Any]:
 
     Raises when the shard itself cannot be read to its end (missing, truncated, not a tar or
     Parquet file): the engine retries it and, past its retries, lists it in `_failed.jsonl`."""
-    import cv2
-
-    cv2.setNumThreads(1)  # one shard per process: the engine already uses every core
+    settle_process()
     fs, target = job.output_fs(), output_path(job.output, shard_url)
     if fs.exists(target):
         return {"shard": shard_url, "state": "exists", **read_footer(fs, target)}

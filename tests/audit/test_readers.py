@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from suite.audit.decode import ORDERS, blocks_of, u_planes
-from suite.audit.readers import chroma_layout, jpeg_chroma, read_pixels, u_from_chroma
+from suite.audit.readers import chroma_layout, decode_jpeg_rgb, jpeg_chroma, read_pixels, u_from_chroma
 from suite.audit.scan import AuditOptions, audit_bytes, new_record
 from suite.watermark import SCHEMES, embed
 
@@ -65,6 +65,29 @@ def test_stored_chroma_is_the_mean_of_each_block_of_u(photo, options):
     truth = u_planes(np.asarray(photo)).astype(np.float32)
     means = truth.reshape(2, 256, 2, 256, 2).mean(axis=(2, 4))
     assert np.abs(samples - means).mean() < 1.0
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"progressive": True}, {"restart_marker_blocks": 4}, {"subsampling": 1}, {"subsampling": 0}],
+    ids=["baseline", "progressive", "restart-markers", "422", "444"],
+)
+def test_fast_jpeg_decode_gives_pil_pixels(photo, options):
+    for image in (photo, photo.crop((3, 5, 304, 282))):  # and an odd size, whose last MCU is partial
+        data = encoded(image, quality=90, **options)
+        assert np.array_equal(decode_jpeg_rgb(opened(data), data), np.asarray(opened(data).convert("RGB")))
+
+
+def test_fast_jpeg_decode_leaves_the_rest_to_pil(photo):
+    whole = encoded(photo, quality=90)
+    for data in (
+        encoded(photo.convert("L"), quality=90),
+        encoded(photo.convert("CMYK"), quality=90),
+        encoded(photo, "PNG"),
+        whole[: len(whole) // 2],  # cut short: PIL says "truncated"
+        whole[: len(whole) // 2] + whole[-2:],  # cut, with its end marker put back: libjpeg warns
+    ):
+        assert decode_jpeg_rgb(opened(data), data) is None
 
 
 def test_odd_sizes_and_what_has_no_stored_chroma_read_from_pixels(photo):
