@@ -23,14 +23,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "inputs",
         nargs="+",
-        type=Path,
+        type=_location,
         metavar="RUN_DIR|AUDIT.jsonl|AUDIT_DIR",
         help="bench run directories (each holding results.jsonl), compared side by side; or one audit's "
-        "--format jsonl/json output; or one dataset audit's -o folder (with _summary.json)",
+        "--format jsonl/json output; or one dataset audit's -o folder (with _summary.json), local or a URL "
+        "such as s3://bucket/audit",
     )
     parser.add_argument(
-        "-o", "--output", type=Path, help="HTML file to write (default: report.html in the first run directory)"
+        "-o",
+        "--output",
+        type=Path,
+        help="HTML file to write (default: report.html in the first run directory, or here for a URL)",
     )
+    parser.add_argument(
+        "--storage-options",
+        metavar="JSON",
+        help="fsspec options for a dataset output given as a URL, as for audit (never credentials)",
+    )
+
+
+def _location(text: str) -> Path | str:
+    """A local path, or a URL (a dataset audit's output on an object store, read through fsspec)."""
+    return text if "://" in text else Path(text)
 
 
 def read_audit(path: Path) -> list[dict[str, Any]]:
@@ -126,6 +140,9 @@ def run(args: argparse.Namespace) -> int:
     from suite.report.runs import load_run
 
     t0 = time.perf_counter()
+    urls = [p for p in args.inputs if isinstance(p, str)]
+    if urls:
+        return _report_url(args, urls[0], t0)
     audits = [p for p in args.inputs if p.is_file()]
     try:
         if len(args.inputs) == 1 and is_robustness(args.inputs[0]):
@@ -154,7 +171,28 @@ def run(args: argparse.Namespace) -> int:
     out = args.output or default
     run_files = ("results.jsonl", "results.csv", "environment.json")
     refuse_overwriting(out, [*audits, *(run / name for run in args.inputs for name in run_files)])
+    return _write(out, document, t0)
+
+
+def _write(out: Path, document: str, started: float) -> int:
     with replaced_on_success(out) as handle:
         handle.write(document)
-    print(f"{out}  ({len(document) / 1e6:.1f} MB, built in {time.perf_counter() - t0:.1f} s)")
+    print(f"{out}  ({len(document) / 1e6:.1f} MB, built in {time.perf_counter() - started:.1f} s)")
     return 0
+
+
+def _report_url(args: argparse.Namespace, url: str, t0: float) -> int:
+    """The report of a dataset audit's output read where it lies (an object store), written here."""
+    from suite.audit.sources import storage_options
+    from suite.report.dataset import SUMMARY_FILE, dataset_report, is_dataset_output
+
+    if len(args.inputs) > 1:
+        raise UsageError("a URL is read as one dataset audit's output folder: give it alone")
+    options = storage_options(args.storage_options)
+    try:
+        if not is_dataset_output(url, options):
+            raise UsageError(f"{url}: no {SUMMARY_FILE} there, so not a dataset audit's finished output (-o of audit)")
+        document = dataset_report(url, options)
+    except (ValueError, ImportError) as exc:  # fsspec: an unknown protocol, or its package missing
+        raise UsageError(f"{url}: {exc}") from exc
+    return _write(args.output or Path("report.html"), document, t0)

@@ -1,5 +1,7 @@
 """The report of a dataset audit's output folder (one Parquet per shard), a few MB at any size.
 
+The folder is read where the audit wrote it: a local path or any fsspec URL (s3://, gs://, ...).
+
 The rows are streamed batch by batch: the totals are exact, while the p-value histogram draws on a
 uniform sample of each scheme's p-values and the file table on a uniform sample of detections and
 failures, whose thumbnails are read back from their shards (one streaming pass per shard named).
@@ -29,8 +31,16 @@ THUMBNAIL_PX = 64
 BATCH_ROWS = 65_536
 
 
-def is_dataset_output(path: Path) -> bool:
-    return path.is_dir() and (path / SUMMARY_FILE).is_file()
+def output_fs(location: Path | str, storage_options: dict[str, Any] | None = None) -> tuple[Any, str]:
+    """The filesystem of a dataset audit's output folder, and the folder's path on it."""
+    import fsspec
+
+    return fsspec.core.url_to_fs(str(location), **(storage_options or {}))
+
+
+def is_dataset_output(location: Path | str, storage_options: dict[str, Any] | None = None) -> bool:
+    fs, root = output_fs(location, storage_options)
+    return fs.isfile(f"{root}/{SUMMARY_FILE}")
 
 
 class UniformSample:
@@ -99,13 +109,14 @@ def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA
 
 
-def tally(folder: Path, schemes: list[str]) -> DatasetTally:
+def tally(fs: Any, root: str, schemes: list[str]) -> DatasetTally:
     import pyarrow.parquet as pq
 
     counts = DatasetTally(schemes)
-    for path in sorted(folder.glob("*.parquet")):
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS):
-            counts.add(batch.to_pandas(integer_object_nulls=True))  # sizes stay ints beside nulls
+    for path in sorted(fs.glob(f"{root}/*.parquet")):
+        with fs.open(path, "rb") as handle:
+            for batch in pq.ParquetFile(handle).iter_batches(batch_size=BATCH_ROWS):
+                counts.add(batch.to_pandas(integer_object_nulls=True))  # sizes stay ints beside nulls
     return counts
 
 
@@ -158,13 +169,14 @@ def thumbnails(rows: list[dict[str, Any]], source: dict[str, Any]) -> dict[tuple
         return {k: v for part in pool.map(read, wanted) for k, v in part.items()}
 
 
-def dataset_report(folder: Path) -> str:
-    summary = json.loads((folder / SUMMARY_FILE).read_text(encoding="utf-8"))
+def dataset_report(location: Path | str, storage_options: dict[str, Any] | None = None) -> str:
+    fs, root = output_fs(location, storage_options)
+    summary = json.loads(fs.cat_file(f"{root}/{SUMMARY_FILE}").decode("utf-8"))
     schemes = list(summary["settings"]["schemes"])
     alpha = summary["settings"]["alpha"]
-    counts = tally(folder, schemes)
-    failed_path = folder / FAILED_FILE
-    failed = failed_path.read_text(encoding="utf-8").splitlines() if failed_path.exists() else []
+    counts = tally(fs, root, schemes)
+    failed_path = f"{root}/{FAILED_FILE}"
+    failed = fs.cat_file(failed_path).decode("utf-8").splitlines() if fs.isfile(failed_path) else []
     listed = counts.detections.items + counts.failures.items
     uris = thumbnails(listed, summary["source"])
     scheme_rows = "".join(
@@ -216,4 +228,4 @@ def dataset_report(folder: Path) -> str:
             (_file_row(as_record(r, schemes), uris.get((r["shard"], r["key"]))) for r in listed),
         ),
     ]
-    return page("sdsuite dataset audit report", _subtitle(str(folder)), "".join(body))
+    return page("sdsuite dataset audit report", _subtitle(str(location)), "".join(body))

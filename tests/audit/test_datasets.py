@@ -240,7 +240,7 @@ def s3():
                 os.environ[key] = value
 
 
-def test_s3_shards_on_a_local_dask_cluster(images, s3, capsys):
+def test_s3_shards_on_a_local_dask_cluster(images, s3, tmp_path, capsys):
     import s3fs
 
     fs = s3fs.S3FileSystem(**s3)
@@ -267,6 +267,11 @@ def test_s3_shards_on_a_local_dask_cluster(images, s3, capsys):
     assert table[0]["sdxl_detected"] and table[1]["sd-v1_detected"] and table[2]["error_kind"] == "not_an_image"
     code, err = audit(capsys, *argv, "--engine", "local", "--workers", "1")
     assert code == 1 and "2 already done" in err
+    report = tmp_path / "s3-report.html"  # read where the audit wrote it
+    assert main(["report", "s3://data/audit", "--storage-options", options, "-o", str(report)]) == 0
+    assert "5 image(s) in 2 shard(s)" in report.read_text() and "data:image/" in report.read_text()
+    assert main(["report", "s3://data/shards", "--storage-options", options]) == 2
+    assert "no _summary.json there" in capsys.readouterr().err
     assert not commit(fs, "data/audit/00000.parquet", b"again")  # If-None-Match: * refuses a second write
     assert fs.cat_file("data/audit/00000.parquet").startswith(b"PAR1")
 
@@ -355,7 +360,7 @@ def test_the_report_tally_counts_every_row_and_samples_uniformly(tmp_path):
     import numpy as np
     import pyarrow as pa
 
-    from suite.report.dataset import LISTED_SAMPLE, tally
+    from suite.report.dataset import LISTED_SAMPLE, output_fs, tally
 
     rng = np.random.default_rng(1)
     n = 3000
@@ -372,7 +377,7 @@ def test_the_report_tally_counts_every_row_and_samples_uniformly(tmp_path):
         "sdxl_p_value": [(1e-9 if m else float(rng.random())) if o else None for m, o in zip(marked, ok, strict=True)],
     }
     pq.write_table(pa.table(rows), tmp_path / "a.parquet", row_group_size=700)
-    counts = tally(tmp_path, ["sdxl"])
+    counts = tally(*output_fs(tmp_path), ["sdxl"])
     assert counts.rows == n and counts.status == {s: int((status == s).sum()) for s in ("ok", "too_small", "error")}
     assert counts.verdicts["sdxl"] == marked.sum() and counts.verdicts["none"] == ok.sum() - marked.sum()
     assert counts.error_kinds == {"corrupt": int((status == "error").sum())}
