@@ -203,6 +203,8 @@ class Console:
     def event(self, s, e: dict[str, Any]) -> None:
         phase = e.get("phase")
         text = phase if "run" not in e else f"{phase} {e['run']}/{e['runs']}"
+        if "process" in e:
+            text = f"process {e['process']}/{e['processes']} {text}"
         if "step" in e:
             text += f" step {e['step']}/{e['steps']}"
         if self.live:
@@ -233,6 +235,7 @@ SUMMARY_COLUMNS = {  # row field -> (heading, number format or None for text)
     "device": ("device", None),
     "precision": ("prec", None),
     "memory_mode": ("memory", None),
+    "stability": ("stability", None),
     "s_per_image": ("s/image", "{:.3g}"),
     "it_per_s": ("it/s", "{:.3g}"),
     "step_s_median": ("step s", "{:.3g}"),
@@ -275,6 +278,17 @@ def full_reasons(rows: list[dict[str, Any]]) -> str:
 
     cut = [row for row in rows if len(" ".join(str(restore(row["error"])).split())) > CELL_WIDTH]
     return "".join(f"\n{row['scenario']}: {restore(row['error'])}" for row in cut)
+
+
+def stability_notes(rows: list[dict[str, Any]]) -> str:
+    """Why each unstable scenario is unstable and what would help, one scenario per line."""
+    from suite.spreadsheet import restore
+
+    return "".join(
+        f"\n{row['scenario']}: {restore(row['stability_reason'])}; {restore(row['stability_advice'])}"
+        for row in rows
+        if row["stability"] == "unstable"
+    )
 
 
 def _probe_servers(asked: int | None, environment: dict[str, Any], todo: list) -> int:
@@ -385,6 +399,9 @@ def run(args: argparse.Namespace) -> int:
     reasons = full_reasons(rows)
     if reasons:
         print(f"\nreasons in full:{reasons}")
+    unstable = stability_notes(rows)
+    if unstable:
+        print(f"\nunstable (the numbers may not repeat):{unstable}")
     counts: dict[str, int] = {}
     for row in rows:
         counts[row["status"]] = counts.get(row["status"], 0) + 1

@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("suite.models.command", "list the shipped architectures; check a checkpoint file"),
     "report": ("suite.report.command", "build one self-contained HTML report from runs or an audit"),
     "compare": ("suite.report.compare_command", "compare two bench runs scenario by scenario"),
+    "system": ("suite.system_command", "show what makes this machine's benchmark numbers noisy, with hints"),
     "audit": ("suite.audit.command", "detect and decode SD watermarks and provenance metadata in images"),
     "watermark": ("suite.watermark_command", "embed the reference SD watermarks into images"),
     "robustness": ("suite.robustness.command", "how often the audit finds each mark after JPEG, resizes, crops, ..."),

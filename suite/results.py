@@ -22,7 +22,9 @@ from suite.errors import UsageError
 from suite.scenario import Scenario
 from suite.spreadsheet import neutralise, restore
 
-SCHEMA_VERSION = 1
+# 2: per-process repeats (`processes`), the kernel's peak RSS, the machine's noise and a stability
+# verdict; records of version 1 read as one process, judged on their spread alone
+SCHEMA_VERSION = 2
 STATUSES = ("ok", "oom", "unsupported", "timeout", "error", "skipped")
 STAGES = ("text_encode", "prepare", "denoise", "vae_decode", "watermark")
 FINGERPRINT_COLUMNS = (
@@ -71,7 +73,10 @@ COLUMNS = (
     "latency_s_max",
     "latency_s_mean",
     "latency_s_stdev",
+    "latency_s_ci_low",
+    "latency_s_ci_high",
     "repeats",
+    "processes",
     "warmup",
     "it_per_s",
     "images_per_s",
@@ -89,6 +94,12 @@ COLUMNS = (
     "peak_vram_device_mib",
     "peak_vram_process_mib",
     "memory_sample_hz",
+    "peak_rss_method",
+    "memory_sampling",
+    "sampler_peak_rss_mib",
+    "sampled_repeat_peak_rss_mib",
+    "sampler_cpu_pct",
+    "sampler_effect_pct",
     "energy_j_per_image",
     "avg_power_w",
     "unet_tflop_per_step",
@@ -104,6 +115,14 @@ COLUMNS = (
     "capacity_unit",
     "capacity_probes",
     "capacity_note",
+    "stability",
+    "stability_reason",
+    "stability_advice",
+    "repeat_spread_pct",
+    "process_spread_pct",
+    "drift_pct",
+    "others_cpu_pct",
+    "steal_pct",
     "watermark_scheme",
     "images",
     "started_at",
@@ -177,6 +196,7 @@ def flatten(record: dict[str, Any]) -> dict[str, Any]:
     latency = summarise(record.get("latency_s") or [])
     for stat, value in latency.items():
         row[f"latency_s_{stat}"] = value
+    row.update(_trust_cells(record))
     batch = s["batch"]
     median_latency = latency["median"]
     row["images_per_s"] = batch / median_latency if median_latency > 0 else math.nan
@@ -237,6 +257,30 @@ def record_problem(record: Any) -> str | None:
 
 def _numbers(values: Any) -> bool:
     return isinstance(values, list) and all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+
+
+def _trust_cells(record: dict[str, Any]) -> dict[str, Any]:
+    """How far to trust the latency: its hierarchical-bootstrap interval and the stability verdict."""
+    from suite import stability
+    from suite.measure.bootstrap import median_interval
+
+    latencies = stability.groups(record)
+    cells: dict[str, Any] = {"processes": len(record.get("processes") or []) or (1 if latencies else None)}
+    if sum(len(g) for g in latencies) > 1:
+        cells["latency_s_ci_low"], cells["latency_s_ci_high"] = median_interval(latencies)
+    verdict = stability.judge(record)
+    cells.update(
+        stability=verdict.stability,
+        stability_reason=verdict.reason,
+        stability_advice=verdict.advice,
+        repeat_spread_pct=verdict.repeat_spread_pct,
+        process_spread_pct=verdict.process_spread_pct,
+        drift_pct=verdict.drift_pct,
+        others_cpu_pct=verdict.others_cpu_pct,
+        steal_pct=(record.get("system") or {}).get("steal_pct"),
+        memory_sampling=record.get("memory_sampling", ""),
+    )
+    return cells
 
 
 def _capacity_cells(capacity: dict[str, Any] | None) -> dict[str, Any]:

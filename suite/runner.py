@@ -30,7 +30,7 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
-from suite import capacity, probe_worker, worker
+from suite import capacity, probe_worker, processes, worker
 from suite.results import SCHEMA_VERSION, ResultsStore
 from suite.scenario import Scenario
 
@@ -401,11 +401,21 @@ class Runner:
         }
 
     def worker_record(self, scenario: Scenario, work_dir: Path, logs: Path, timeout: float) -> dict[str, Any]:
-        """One worker for `scenario`: its record, or one that says why there is none."""
-        result, outcome = run_worker(
-            self._job(scenario), work_dir, logs / f"{scenario.name}.log", timeout, lambda e: self._event(scenario, e)
-        )
-        return outcome_record(result, outcome, timeout)
+        """`scenario.processes` fresh workers, one after another (each with the whole timeout): one
+        record of them all (suite.processes), or one that says why there is none."""
+        n = scenario.processes
+        records = []
+        for i in range(n):
+
+            def relay(e: dict[str, Any], i: int = i) -> None:
+                self._event(scenario, {**e, "process": i + 1, "processes": n} if n > 1 else e)
+
+            log = logs / (f"{scenario.name}.log" if i == 0 else f"{scenario.name}.p{i + 1}.log")
+            result, outcome = run_worker({**self._job(scenario), "process": i}, work_dir, log, timeout, relay)
+            records.append(outcome_record(result, outcome, timeout))
+            if records[-1]["status"] != "ok" or self._stopping.is_set():
+                break
+        return processes.merge(records, n)
 
     def search(
         self, scenario: Scenario, work_dir: Path, logs: Path, timeout: float, slot: ServerSlot

@@ -44,10 +44,14 @@ SEARCHES = ("", "max-batch", "max-resolution", "min-budget")
 # checked: one worker serves a configuration's probes and is replaced when one leaves memory
 # behind (suite/probe_worker.py); process: a fresh worker for every probe, slower, to compare
 PROBE_ISOLATIONS = ("checked", "process")
+# When the polling memory sampler runs (the kernel's peak RSS is always taken, at no cost):
+# during the timed repeats, in one extra repeat of its own, not at all, or auto = during where
+# the machine has a core the work does not use, else a repeat of its own (suite/worker.py)
+MEMORY_SAMPLINGS = ("auto", "during", "separate", "off")
 
 # Bounds past which a scenario is a typo, refused before the machine is measured (`size = 100000`)
 MAX_SIDE = 16384
-MAX_COUNT = {"steps": 10_000, "batch": 1024, "repeats": 10_000}
+MAX_COUNT = {"steps": 10_000, "batch": 1024, "repeats": 10_000, "processes": 1000}
 
 SCENARIOS_DIR = Path(__file__).resolve().parent.parent / "scenarios"
 
@@ -81,6 +85,10 @@ class Scenario:
     seed: int = 0
     repeats: int = 3
     warmup: int = 1
+    # fresh worker processes, each loading, warming up and timing `repeats`: what differs from one
+    # process to the next (memory layout, thread placement) is only seen across processes
+    processes: int = 1
+    memory_sampling: str = "auto"
     timeout_s: float = 3600.0
     vram_budget_gib: float = 0.0
     description: str = ""
@@ -177,6 +185,8 @@ _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
     "seed": int,
     "repeats": int,
     "warmup": int,
+    "processes": int,
+    "memory_sampling": str,
     "timeout_s": (int, float),
     "vram_budget_gib": (int, float),
     "description": str,
@@ -260,7 +270,7 @@ def validate(s: Scenario) -> Scenario:
     for name in ("width", "height"):
         if getattr(s, name) > MAX_SIDE:
             raise _FieldError(name, f"{getattr(s, name)} is over {MAX_SIDE} pixels, more than any GPU holds")
-    for name in ("steps", "batch", "repeats"):
+    for name in ("steps", "batch", "repeats", "processes"):
         if getattr(s, name) < 1:
             raise _FieldError(name, "must be at least 1")
         if getattr(s, name) > MAX_COUNT[name]:
@@ -291,6 +301,9 @@ def validate(s: Scenario) -> Scenario:
         _choice(requirement, REQUIREMENTS, "requires")
     _choice(s.search, SEARCHES, "search")
     _choice(s.probe_isolation, PROBE_ISOLATIONS, "probe_isolation")
+    _choice(s.memory_sampling, MEMORY_SAMPLINGS, "memory_sampling")
+    if s.search and s.processes > 1:
+        raise _FieldError("processes", "a capacity search is not timed: its probes decide what fits, not how fast")
     if s.search_max < 0:
         raise _FieldError("search_max", "must be 0 (the search's default bound) or positive")
     if s.search in ("max-batch", "max-resolution") and not s.vram_budget_gib:

@@ -218,7 +218,7 @@ def run_job(job: dict[str, Any], record: dict[str, Any]) -> None:
     import torch
 
     from suite import pipelines
-    from suite.measure import nvml
+    from suite.measure import hwm, noise, nvml
     from suite.measure.sampler import MemorySampler
     from suite.scenario import Scenario
 
@@ -234,17 +234,21 @@ def run_job(job: dict[str, Any], record: dict[str, Any]) -> None:
     if device.type == "cuda":
         gpu_uuid = nvml.torch_device_uuid(device.index or 0)
         gpu = nvml.handle(uuid=gpu_uuid)
-    sampler = MemorySampler(gpu_uuid=gpu_uuid)
+    sampling = memory_sampling(scenario, device)
+    record["memory_sampling"] = sampling
+    sampler = MemorySampler(gpu_uuid=gpu_uuid) if sampling == "during" else None
     try:
         if scenario.vram_budget_gib:
             before_context = open_cuda_context(device, gpu)
             record["budget"] = cap_allocator(device, scenario.vram_budget_gib, gpu, before_context)
         emit(phase="load")
-        sampler.reset()
+        hwm.reset()
+        if sampler is not None:
+            sampler.reset()
         prepared = pipelines.prepare(scenario, device)
         record["load_s"] = prepared.load_s
         record["weights"] = prepared.weights
-        record["load_memory"] = sampler.read()
+        record["load_memory"] = {**(sampler.read() if sampler else {}), "peak_rss_mib": hwm.peak_mib()}
 
         def on_step(phase: str, index: int, total: int):
             every = max(1, scenario.steps // 10)
@@ -268,7 +272,10 @@ def run_job(job: dict[str, Any], record: dict[str, Any]) -> None:
             record["budget"] = cap_allocator(device, scenario.vram_budget_gib, gpu, before_context)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        sampler.reset()
+        if sampler is not None:
+            sampler.reset()
+        method = hwm.reset()
+        before = noise.snapshot()
         energies = []
         generation = None
         for i in range(scenario.repeats):
@@ -282,10 +289,16 @@ def run_job(job: dict[str, Any], record: dict[str, Any]) -> None:
             record["step_s"].append(generation.step_s)
             for stage, value in generation.stages_s.items():
                 record["stages_s"].setdefault(stage, []).append(value)
-        memory = sampler.read()
+        record["system"] = noise.between(before, noise.snapshot())
+        memory: dict[str, Any] = {"peak_rss_mib": hwm.peak_mib(), "peak_rss_method": method}
+        if sampler is not None:
+            memory.update(sampler_peaks(sampler.read()))
         if device.type == "cuda":
             memory["peak_vram_allocated_mib"] = torch.cuda.max_memory_allocated(device) / MIB
             memory["peak_vram_reserved_mib"] = torch.cuda.max_memory_reserved(device) / MIB
+        if sampling == "separate" and not job.get("process"):  # the first process's is enough: it costs a repeat
+            emit(phase="sampled repeat", run=1, runs=1)
+            memory.update(sampled_repeat(prepared, gpu_uuid, record["step_s"]))
         record["memory"] = memory
         if energies:
             joules = sorted(j for j, _ in energies)
@@ -302,7 +315,60 @@ def run_job(job: dict[str, Any], record: dict[str, Any]) -> None:
         record["compute"] = compute_figures(record, _unet_tflop(prepared, run_dir / "flops.json"), job)
         record["status"] = "ok"
     finally:
-        sampler.close()
+        if sampler is not None:
+            sampler.close()
+
+
+def memory_sampling(scenario, device) -> str:
+    """When the polling sampler runs: as the scenario asks, or (auto) during the timed repeats only
+    where a core is left over: on a GPU the work needs one CPU thread, on a CPU all torch's threads,
+    and a side process waking 100 times a second beside them makes every parallel op wait for it."""
+    import psutil
+    import torch
+
+    if scenario.memory_sampling != "auto":
+        return scenario.memory_sampling
+    cores = psutil.cpu_count() or 1
+    busy = 1 if device.type == "cuda" else torch.get_num_threads()
+    return "during" if cores - busy >= 1 else "separate"
+
+
+def sampler_peaks(read: dict[str, Any]) -> dict[str, Any]:
+    """The sampler's reading: device memory as it is (only the sampler sees it); its RSS peak under a
+    name of its own beside the kernel's."""
+    out = {k: v for k, v in read.items() if k != "peak_rss_mib"}
+    out["sampler_peak_rss_mib"] = read["peak_rss_mib"]
+    return out
+
+
+def sampled_repeat(prepared, gpu_uuid: str | None, timed_steps: list[list[float]]) -> dict[str, Any]:
+    """One more repeat with the sampler running: its peaks, what it cost, and its step time against the
+    timed repeats' (the sampler's effect, measured in the same process)."""
+    import statistics
+
+    import psutil
+
+    from suite import pipelines
+    from suite.measure import hwm
+    from suite.measure.sampler import MemorySampler
+
+    with MemorySampler(gpu_uuid=gpu_uuid) as sampler:
+        side = psutil.Process(sampler.pid)
+        side_before, own_before = side.cpu_times(), psutil.Process().cpu_times()
+        sampler.reset()
+        hwm.reset()
+        generation = pipelines.generate(prepared)
+        read = sampler.read()
+        side_after, own_after = side.cpu_times(), psutil.Process().cpu_times()
+    side_s = side_after.user + side_after.system - side_before.user - side_before.system
+    own_s = own_after.user + own_after.system - own_before.user - own_before.system
+    timed = statistics.median(t for run in timed_steps for t in run[1:]) if any(len(r) > 1 for r in timed_steps) else 0
+    sampled = statistics.median(generation.step_s[1:]) if len(generation.step_s) > 1 else 0
+    out = sampler_peaks(read)
+    out["sampled_repeat_peak_rss_mib"] = hwm.peak_mib()
+    out["sampler_cpu_pct"] = 100.0 * side_s / own_s if own_s > 0 else None
+    out["sampler_effect_pct"] = 100.0 * (sampled / timed - 1) if timed and sampled else None
+    return out
 
 
 def compute_figures(record: dict[str, Any], tflop: float | None, job: dict[str, Any]) -> dict[str, Any]:

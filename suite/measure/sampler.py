@@ -137,6 +137,11 @@ class MemorySampler:
         if self._proc.stdout.readline().strip() != "ready":
             raise RuntimeError("the memory sampler did not start")
 
+    @property
+    def pid(self) -> int:
+        """The sampler process's id (its own CPU time is the cost of sampling)."""
+        return self._proc.pid
+
     def _ask(self, command: str) -> str:
         self._proc.stdin.write(command + "\n")
         self._proc.stdin.flush()

@@ -1,20 +1,23 @@
 """Are two runs of the same scenario really different, or within their run-to-run spread?
 
-Decision rule: bootstrap the ratio of median latencies by resampling each run's repeats with
-replacement (2,000 resamples, fixed seed); the difference counts when the 95 % interval of the
-ratio excludes 1. With fewer than 2 repeats on a side there is no spread to compare against,
-and the verdict says so instead of guessing.
+Decision rule: a 95 % interval of the ratio of median latencies from a hierarchical bootstrap
+(2,000 resamples, fixed seed: each run's worker processes drawn with replacement, then each
+drawn process's repeats), so the interval covers what another run would see, not only another
+repeat; the difference counts when the interval excludes 1. With fewer than 2 measurements on a
+side there is no spread to compare against, and the verdict says so instead of guessing.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from suite import stability
+from suite.measure.bootstrap import ratio_interval
 from suite.report.runs import Run
 
-RESAMPLES = 2000
 MIN_REPEATS = 2
 
 
@@ -29,24 +32,17 @@ class Comparison:
     verdict: str
 
 
-def bootstrap_ratio(a: list[float], b: list[float], seed: int = 0) -> tuple[float, float]:
-    """95 % bootstrap interval of median(b) / median(a)."""
-    rng = np.random.default_rng(seed)
-    a_arr, b_arr = np.asarray(a), np.asarray(b)
-    ma = np.median(rng.choice(a_arr, size=(RESAMPLES, len(a_arr))), axis=1)
-    mb = np.median(rng.choice(b_arr, size=(RESAMPLES, len(b_arr))), axis=1)
-    low, high = np.percentile(mb / ma, [2.5, 97.5])
-    return float(low), float(high)
-
-
-def compare_latency(a: list[float], b: list[float], name: str = "") -> Comparison:
-    if not a or not b:
+def compare_latency(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]], name: str = "") -> Comparison:
+    """Compare two runs' latencies, each given per worker process."""
+    flat_a = [x for g in a for x in g]
+    flat_b = [x for g in b for x in g]
+    if not flat_a or not flat_b:
         return Comparison(name, None, None, None, None, None, "not comparable (no successful repeats)")
-    ma, mb = float(np.median(a)), float(np.median(b))
+    ma, mb = float(np.median(flat_a)), float(np.median(flat_b))
     ratio = mb / ma
-    if len(a) < MIN_REPEATS or len(b) < MIN_REPEATS:
+    if len(flat_a) < MIN_REPEATS or len(flat_b) < MIN_REPEATS:
         return Comparison(name, ma, mb, ratio, None, None, "no spread (fewer than 2 repeats)")
-    low, high = bootstrap_ratio(a, b)
+    low, high = ratio_interval(a, b)
     if low > 1:
         verdict = "slower"
     elif high < 1:
@@ -56,9 +52,9 @@ def compare_latency(a: list[float], b: list[float], name: str = "") -> Compariso
     return Comparison(name, ma, mb, ratio, low, high, verdict)
 
 
-def per_image_s(record: dict) -> list[float]:
-    """A record's measured latencies per image (a batch's call divided by its batch)."""
-    return [t / record["scenario"]["batch"] for t in record.get("latency_s") or []]
+def per_image_s(record: dict) -> list[list[float]]:
+    """A record's measured latencies per image (a batch's call divided by its batch), per process."""
+    return [[t / record["scenario"]["batch"] for t in g] for g in stability.groups(record)]
 
 
 def compare_runs(a: Run, b: Run) -> list[Comparison]:

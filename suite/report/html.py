@@ -19,7 +19,7 @@ from typing import Any, BinaryIO
 
 from suite import __version__
 from suite.audit.defaults import DEFAULT_ALPHA, MAX_PIXELS
-from suite.report import capacity, charts, speedups, sweeps
+from suite.report import capacity, charts, speedups, sweeps, trust
 from suite.report.checks import MarkCheck, audit_image, file_verdict, mark_check, summarise_audit
 from suite.report.compare import compare_runs
 from suite.report.markup import badge, e, fmt, page, quality_cell, svg_figure, table, td
@@ -120,7 +120,11 @@ SCENARIO_COLUMNS = (
     ("scenario", "scenario", False),
     ("status", "status", False),
     ("error", "reason", False),
+    ("stability", "stability", False),
     ("s_per_image", "s/image", True),
+    ("latency_s_ci_low", "latency 95% low s", True),
+    ("latency_s_ci_high", "latency 95% high s", True),
+    ("processes", "processes", True),
     ("latency_s_p90", "p90 s", True),
     ("it_per_s", "it/s", True),
     ("images_per_s", "images/s", True),
@@ -169,6 +173,8 @@ def scenario_rows(runs: Sequence[Run]) -> list[str]:
                     cells.append(quality_cell(value))
                 elif key == "error":
                     cells.append(f'<td class="reason short">{e(value)}</td>')
+                elif key == "stability":
+                    cells.append(trust.stability_cell(value, row["stability_reason"]))
                 else:
                     cells.append(td(value, numeric))
             out.append(f'<tr data-status="{e(row["status"])}">{"".join(cells)}</tr>')
@@ -247,7 +253,7 @@ def comparison_section(runs: Sequence[Run]) -> str:
 
 COMPARE_RULE = (
     "B/A is the ratio of median seconds per image; a difference counts when the 95 % bootstrap "
-    "interval of that ratio (repeats resampled 2,000 times) excludes 1."
+    "interval of that ratio (2,000 resamples: worker processes first, then their repeats) excludes 1."
 )
 
 
@@ -335,6 +341,7 @@ def _bench_body(runs: Sequence[Run], items: Sequence, checked: Iterator) -> str:
         "<h2>Scenarios</h2>",
         '<p class="note">Every scenario and its outcome; failed ones keep their reason. Click a header to sort.</p>',
         table("scenarios", headers, scenario_rows(runs), statuses),
+        trust.section(runs),
         "<h2>Latency</h2>",
         svg_figure(
             charts.latency(runs), "Seconds per image across scenarios and machines", "No successful scenario to chart."
