@@ -159,3 +159,21 @@ def test_a_machine_loaded_on_purpose_makes_the_verdict_unstable(tmp_path):
     if quiet["others_cpu_pct"] <= stability.OTHERS_CPU_MAX_PCT:  # nothing else ran: the verdict changed
         assert "other processes" not in quiet["stability_reason"]
         assert loaded["others_cpu_pct"] > quiet["others_cpu_pct"] + 25
+
+
+def test_system_command_names_each_cause_with_a_hint_and_sees_a_busy_loop(capsys):
+    from suite.cli import main
+
+    loops = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(psutil.cpu_count() or 1)]
+    try:
+        assert main(["system", "--json", "--sample", "0.5"]) == 0
+    finally:
+        for p in loops:
+            p.kill()
+            p.wait()
+    found = {c["name"]: c for c in map(json.loads, capsys.readouterr().out.splitlines())}
+    assert {"CPU governor", "turbo / boost", "isolated cores", "other processes' CPU"} <= set(found)
+    assert all(c["hint"] for c in found.values() if c["state"] != "ok")
+    busy = found["other processes' CPU"]
+    assert busy["state"] == "noisy" and "python" in busy["value"]
+    assert main(["system", "--sample", "0"]) == 2
