@@ -177,3 +177,31 @@ def test_system_command_names_each_cause_with_a_hint_and_sees_a_busy_loop(capsys
     busy = found["other processes' CPU"]
     assert busy["state"] == "noisy" and "python" in busy["value"]
     assert main(["system", "--sample", "0"]) == 2
+
+
+def test_html_report_shows_each_verdict_and_what_to_do_for_the_unstable(tmp_path):
+    from suite.report.html import bench_report
+    from suite.report.runs import Run
+    from suite.results import ResultsStore
+
+    store = ResultsStore(tmp_path)
+    store.open()
+    quiet = record([[1.0, 1.01]], system={"others_cpu_pct": 1.0})
+    loaded = record([[1.0, 1.01]], system={"others_cpu_pct": 45.0})
+    loaded["scenario"] = {**loaded["scenario"], "name": "loaded"}
+    for r in (quiet, loaded):
+        store.append(r)
+    html = bench_report([Run(tmp_path, {"run_id": "r"}, store.records())])
+    assert html.count('class="badge t-stable"') == 1 and html.count('class="badge t-unstable"') == 1
+    section = html[html.index("Can these numbers be trusted?") :]
+    assert "other processes used 45 % of the CPU" in section and "stop the other work" in section
+
+
+def test_terminal_table_shows_the_verdict_and_the_notes_say_why_and_what_to_do():
+    from suite.bench_command import stability_notes, summary_table
+
+    rows = [flatten(record([[1.0, 1.01]], system={"others_cpu_pct": 1.0})), flatten(record([[1.0, 1.4, 0.8]]))]
+    table = summary_table(rows).splitlines()
+    assert "stability" in table[0] and "stable" in table[1] and "unstable" in table[2]
+    notes = stability_notes(rows)
+    assert notes.count("\n") == 1 and "between repeats" in notes and "more repeats" in notes
