@@ -59,7 +59,9 @@ class Readings:
     """What one image's blocks say, per channel order (rows, in the order of `orders`)."""
 
     blocks: Blocks
-    paths: tuple[str, ...]  # reading paths (PATHS), the float ones only when asked for
+    paths: tuple[
+        str, ...
+    ]  # reading paths, in the order of `soft`'s rows: "uint8", "impulse", "unblurred", "float", "float-impulse"
     soft: np.ndarray  # (paths, orders, blocks) soft votes
     rgb: np.ndarray | None = None  # the decoded pixels, where the planes are not theirs
     _votes: dict[ChannelOrder, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
@@ -81,19 +83,24 @@ class Readings:
 
     @classmethod
     def of(cls, blocks: Blocks, float_path: bool, rgb: np.ndarray | None = None) -> Readings:
-        """Soft votes on every reading path (PATHS; the float ones only with `float_path`); `rgb`
-        gives the reference's votes where the planes were rebuilt from stored chroma."""
+        """Soft votes on every reading path: the float ones only with `float_path`, and
+        "unblurred" only where the blocks are decoded pixels' (stored chroma was never blurred by
+        an upsampler: on a JPEG's stored planes that path found nothing the others missed, in 252
+        marked JPEGs at q80-q95); `rgb` gives the reference's votes where the planes were rebuilt
+        from stored chroma."""
         peak = blocks.peak_sums
         soft = _SOFT.__getitem__ if blocks.exact else lambda sums: soft_votes(sums / np.float32(2))
-        rows = [soft(peak), impulse_votes(blocks.impulses()), soft_votes(blocks.unblurred_peak_sums / np.float32(2))]
+        rows = {"uint8": soft(peak), "impulse": impulse_votes(blocks.impulses())}
+        if blocks.exact:
+            rows["unblurred"] = soft_votes(blocks.unblurred_peak_sums / np.float32(2))
         if float_path:
             # twice the distance from 255 of the coefficient farthest from it: max(peak - 510, 510 - trough),
             # written so that no uint16 goes negative (sums are at most 1020)
             offset = peak.dtype.type(2 * FLOAT_OFFSET)
-            rows += [soft(np.maximum(peak, 2 * offset - blocks.trough_sums) - offset)]
-            rows += [impulse_votes(blocks.impulses(FLOAT_OFFSET))]
-        paths = PATHS if float_path else PATHS[:-2]
-        return cls(blocks, paths, np.stack([row.astype(np.float64, copy=False) for row in rows]), rgb)
+            rows["float"] = soft(np.maximum(peak, 2 * offset - blocks.trough_sums) - offset)
+            rows["float-impulse"] = impulse_votes(blocks.impulses(FLOAT_OFFSET))
+        soft_rows = np.stack([row.astype(np.float64, copy=False) for row in rows.values()])
+        return cls(blocks, tuple(rows), soft_rows, rgb)
 
 
 @dataclass(frozen=True)
@@ -137,8 +144,6 @@ def soft_votes(value: np.ndarray) -> np.ndarray:
 # soft votes of every LL value, indexed by twice the value (sums of four uint8 pixels)
 _SOFT = soft_votes(np.arange(4 * 255 + 1) / 2.0)
 
-# Reading paths, in the order of Readings.soft's rows; the last two only for float-path schemes.
-PATHS = ("uint8", "impulse", "unblurred", "float", "float-impulse")
 # LL units at which an impulse vote saturates: the encoder's mean step is 9 (Blocks.impulses).
 IMPULSE_SCALE = 10.0
 
@@ -215,18 +220,19 @@ def two_sided_p(z: float, dof: float) -> float:
     return float(2.0 * stdtr(dof, -abs(z)))
 
 
-def paths_of(scheme: Scheme) -> tuple[str, ...]:
-    """A scheme's reading paths: a prefix of PATHS, so its rows lead every Readings.soft."""
-    return PATHS if scheme.float_path else PATHS[:-2]
+FLOAT_PATHS = frozenset({"float", "float-impulse"})  # for float-path schemes (SDXL) only
 
 
 def assess(scheme: Scheme, readings: Readings, alpha: float = DEFAULT_ALPHA) -> Evidence:
     """Test one scheme in every channel order and reading path; judge by the strongest test."""
-    paths = paths_of(scheme)
-    if readings.paths[: len(paths)] != paths or not readings.orders:
-        raise ValueError(f"readings hold paths {readings.paths} and orders {readings.orders}; {paths} needed")
+    rows = [i for i, path in enumerate(readings.paths) if scheme.float_path or path not in FLOAT_PATHS]
+    if not readings.orders or (scheme.float_path and not set(readings.paths) >= FLOAT_PATHS):
+        raise ValueError(
+            f"readings hold paths {readings.paths} and orders {readings.orders}: too few for {scheme.name}"
+        )
+    paths = [readings.paths[i] for i in rows]
     tests = [(order, path) for path in paths for order in readings.orders]
-    z_all = z_scores(readings.soft[: len(paths)], scheme.bits).ravel()
+    z_all = z_scores(readings.soft[rows], scheme.bits).ravel()
     strongest = int(np.argmax(np.abs(z_all)))
     z, (order, path) = float(z_all[strongest]), tests[strongest]
     p_value = min(1.0, two_sided_p(z, degrees_of_freedom(scheme.bits)) * len(tests))

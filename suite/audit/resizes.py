@@ -91,7 +91,7 @@ def _ll_band(planes: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return band
 
 
-IMPULSE_READINGS = ("impulse", "float-impulse")  # detect.PATHS' names, beside votes.READINGS'
+IMPULSE_READINGS = ("impulse", "float-impulse")  # detect.Readings' path names, beside votes.READINGS'
 
 
 def _impulse_votes(peak: np.ndarray, trough: np.ndarray | None, surround: np.ndarray) -> np.ndarray:

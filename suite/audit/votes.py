@@ -16,7 +16,7 @@ from suite.audit.decode import BLOCK, SCALE
 from suite.audit.detect import FLOAT_OFFSET, soft_votes
 from suite.watermark import Scheme
 
-READINGS = ("uint8", "float")  # detect.PATHS' names; "float" only for float-path schemes
+READINGS = ("uint8", "float")  # detect.Readings' path names; "float" only for float-path schemes
 # soft votes by twice the value read (a sum of four uint8 pixels)
 _BY_SUM = soft_votes(np.arange(4 * 255 + 1) / 2.0).astype(np.float32)
 
