@@ -205,3 +205,14 @@ def test_terminal_table_shows_the_verdict_and_the_notes_say_why_and_what_to_do()
     assert "stability" in table[0] and "stable" in table[1] and "unstable" in table[2]
     notes = stability_notes(rows)
     assert notes.count("\n") == 1 and "between repeats" in notes and "more repeats" in notes
+
+
+def test_compare_says_which_side_is_unstable_and_why(tmp_path):
+    from suite.report.compare import compare_runs, format_table
+    from suite.report.runs import Run
+
+    quiet = record([[1.0, 1.01]], system={"others_cpu_pct": 1.0})
+    loaded = record([[1.3, 1.2]], system={"others_cpu_pct": 45.0})
+    [c] = compare_runs(Run(tmp_path, {}, [quiet]), Run(tmp_path, {}, [loaded]))
+    assert c.note == "B unstable: measured while other processes used 45 % of the CPU"
+    assert c.note in format_table(Run(tmp_path, {}, [quiet]), Run(tmp_path, {}, [loaded]), [c])

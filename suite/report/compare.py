@@ -30,6 +30,8 @@ class Comparison:
     low: float | None
     high: float | None
     verdict: str
+    # why the interval may be wide: either side's stability verdict when it is unstable
+    note: str = ""
 
 
 def compare_latency(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]], name: str = "") -> Comparison:
@@ -69,15 +71,27 @@ def compare_runs(a: Run, b: Run) -> list[Comparison]:
         if ra["status"] != "ok" or rb["status"] != "ok":
             out.append(Comparison(name, None, None, None, None, None, f"{ra['status']} vs {rb['status']}"))
             continue
-        out.append(compare_latency(per_image_s(ra), per_image_s(rb), name))
+        comparison = compare_latency(per_image_s(ra), per_image_s(rb), name)
+        comparison.note = unstable_note(ra, rb)
+        out.append(comparison)
     return out
+
+
+def unstable_note(ra: dict, rb: dict) -> str:
+    """'A unstable: why; B unstable: why' for the sides that are, '' when both are stable."""
+    notes = []
+    for side, record in (("A", ra), ("B", rb)):
+        verdict = stability.judge(record)
+        if verdict.stability == "unstable":
+            notes.append(f"{side} unstable: {verdict.reason}")
+    return "; ".join(notes)
 
 
 def format_table(a: Run, b: Run, comparisons: list[Comparison]) -> str:
     def num(v: float | None, fmt: str) -> str:
         return "" if v is None else format(v, fmt)
 
-    header = ("scenario", "A s/image", "B s/image", "B/A", "95% interval", "verdict")
+    header = ("scenario", "A s/image", "B s/image", "B/A", "95% interval", "verdict", "note")
     rows = [
         (
             c.scenario,
@@ -86,6 +100,7 @@ def format_table(a: Run, b: Run, comparisons: list[Comparison]) -> str:
             num(c.ratio, ".3f"),
             f"{c.low:.3f}-{c.high:.3f}" if c.low is not None else "",
             c.verdict,
+            c.note,
         )
         for c in comparisons
     ]

@@ -236,7 +236,8 @@ def comparison_section(runs: Sequence[Run]) -> str:
             interval = f"{c.low:.3f}–{c.high:.3f}" if c.low is not None else ""
             rows.append(
                 f'<tr data-status="{e(c.verdict)}"><td>{e(c.scenario)}</td>{td(c.a_s, True)}{td(c.b_s, True)}'
-                f"{td(c.ratio, True, 4)}<td>{e(interval)}</td><td>{e(c.verdict)}</td></tr>"
+                f"{td(c.ratio, True, 4)}<td>{e(interval)}</td><td>{e(c.verdict)}</td>"
+                f'<td class="reason">{e(c.note)}</td></tr>'
             )
         headers = (
             ("scenario", False),
@@ -245,6 +246,7 @@ def comparison_section(runs: Sequence[Run]) -> str:
             ("B/A", True),
             ("95% interval", False),
             ("verdict", False),
+            ("note", False),
         )
         parts.append(f"<h3>{e(other.label)}</h3>")
         parts.append(table(f"compare-{len(parts)}", headers, rows))
