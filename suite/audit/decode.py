@@ -110,7 +110,7 @@ class Blocks:
     @cached_property
     def surround(self) -> np.ndarray:
         """(orders, blocks): the mean, over each block, of the ring around each of its coefficients."""
-        return block_surround(self.band)
+        return block_surround(self.sums)  # uint16 sums box-filter faster than their float copy
 
     def _exact_peak(self, order: np.ndarray, block: np.ndarray) -> np.ndarray:
         """pywt's own float LL maximum for the given (order, block) pairs."""
@@ -176,12 +176,12 @@ def steps(peak: np.ndarray, trough: np.ndarray | None, surround: np.ndarray, cen
 
 
 def block_surround(band: np.ndarray) -> np.ndarray:
-    """(orders, blocks): per 4x4 block of a float32 LL band (orders, rows * 4, cols * 4), the mean of
-    the ring around each of its coefficients (Blocks.impulses)."""
+    """(orders, blocks): per 4x4 block of an LL band (orders, rows * 4, cols * 4; uint16 or float32),
+    the mean of the ring around each of its coefficients (Blocks.impulses)."""
     rows, cols = band.shape[1] // BLOCK, band.shape[2] // BLOCK
     # an area resize by exactly 1/4 is the mean of each 4x4 block
-    means = [cv2.resize(_ring_mean(plane), (cols, rows), interpolation=cv2.INTER_AREA) for plane in band]
-    return np.stack(means).reshape(len(means), -1)
+    sums = [cv2.resize(_ring_sum(plane), (cols, rows), interpolation=cv2.INTER_AREA) for plane in band]
+    return np.stack(sums).reshape(len(sums), -1) / np.float32(_RING_SAMPLES)
 
 
 def neighbour_blocks_mean(band: np.ndarray) -> np.ndarray:
@@ -197,14 +197,17 @@ _BLOCK_RING = np.full((3, 3), 1 / 8, np.float32)
 _BLOCK_RING[1, 1] = 0
 
 
-def _ring_mean(plane: np.ndarray) -> np.ndarray:
-    """The mean of the ring of samples RING away from each sample (two box sums)."""
-    outer, inner = 2 * RING + 1, 2 * RING - 1
-    box = {
-        side: cv2.boxFilter(plane, -1, (side, side), normalize=False, borderType=cv2.BORDER_REFLECT)
-        for side in (outer, inner)
-    }
-    return (box[outer] - box[inner]) / np.float32(outer**2 - inner**2)
+_RING_SIDES = (2 * RING + 1, 2 * RING - 1)
+_RING_SAMPLES = _RING_SIDES[0] ** 2 - _RING_SIDES[1] ** 2
+
+
+def _ring_sum(plane: np.ndarray) -> np.ndarray:
+    """float32: the sum of the ring of samples RING away from each sample (two box sums)."""
+    outer, inner = (
+        cv2.boxFilter(plane, cv2.CV_32F, (side, side), normalize=False, borderType=cv2.BORDER_REFLECT)
+        for side in _RING_SIDES
+    )
+    return np.subtract(outer, inner, out=outer)
 
 
 def block_grid(height: int, width: int) -> tuple[int, int]:
