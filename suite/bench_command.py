@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import sys
@@ -50,6 +51,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
     parser.add_argument("--repeats", type=_at_least(1), help="override the measured repeats of every scenario")
     parser.add_argument("--warmup", type=_at_least(0), help="override the warm-up runs of every scenario")
+    parser.add_argument(
+        "--processes",
+        type=_at_least(1),
+        help="override the fresh worker processes of every timed scenario (each warms up and times --repeats)",
+    )
     parser.add_argument(
         "--timeout", type=_positive_seconds, help="seconds allowed per scenario (default: each scenario's own)"
     )
@@ -177,6 +183,8 @@ def _describe(s) -> str:
         text += f" search {s.search}" + (f" under {s.vram_budget_gib:g} GiB" if s.vram_budget_gib else "")
     elif s.vram_budget_gib:
         text += f" budget {s.vram_budget_gib:g} GiB"
+    if s.processes > 1:
+        text += f" in {s.processes} processes"
     return f"{text} [{s.weights}]"
 
 
@@ -327,6 +335,10 @@ def run(args: argparse.Namespace) -> int:
         if args.warmup is not None:
             overrides["warmup"] = args.warmup
         scenarios = _select(scenario.load(path, overrides), args.only)
+        if args.processes is not None:  # a capacity search is not timed: it keeps its one prober
+            if args.processes > scenario.MAX_COUNT["processes"]:
+                raise UsageError(f"--processes {args.processes}: at most {scenario.MAX_COUNT['processes']:,}")
+            scenarios = [s if s.search else dataclasses.replace(s, processes=args.processes) for s in scenarios]
         # before anything imports diffusers: huggingface_hub reads HF_HUB_OFFLINE at import
         offline_unless_hub(s.weights for s in scenarios)
         if args.weights:

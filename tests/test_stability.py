@@ -216,3 +216,14 @@ def test_compare_says_which_side_is_unstable_and_why(tmp_path):
     [c] = compare_runs(Run(tmp_path, {}, [quiet]), Run(tmp_path, {}, [loaded]))
     assert c.note == "B unstable: measured while other processes used 45 % of the CPU"
     assert c.note in format_table(Run(tmp_path, {}, [quiet]), Run(tmp_path, {}, [loaded]), [c])
+
+
+def test_processes_option_overrides_timed_scenarios_and_leaves_searches_alone(capsys):
+    from suite.cli import main
+
+    assert main(["bench", "smoke", "--processes", "3", "--list"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert listed and all(line.endswith("in 3 processes [tiny]") for line in listed)
+    assert main(["bench", "capacity", "--processes", "3", "--list"]) == 0
+    assert "processes" not in capsys.readouterr().out
+    assert main(["bench", "smoke", "--processes", "5000", "--list"]) == 2
