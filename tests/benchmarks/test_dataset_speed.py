@@ -31,6 +31,7 @@ from suite.audit.sources import Source
 from suite.watermark import embed
 
 SHARD_IMAGES = 40
+ROUNDS = 2  # of the scaling test: the best round of each side is kept
 OPTIONS = AuditOptions()
 
 
@@ -96,23 +97,25 @@ def test_local_cluster_k_workers_vs_one(benchmark, tmp_path, jpeg_samples):
     folder = tmp_path / "in"
     folder.mkdir()
     urls = []
-    for n in range(4 * workers):
+    for n in range(8 * workers):
         urls.append(str(folder / f"{n:05d}.tar"))
         Path(urls[-1]).write_bytes(shard_corpus.tar_bytes(jpeg_samples[: SHARD_IMAGES // 2]))
     images = len(urls) * (SHARD_IMAGES // 2)
-    rates = {}
-    for count in (1, workers):
+    rates = dict.fromkeys((1, workers), 0.0)
+    for run, count in enumerate([1, workers] * ROUNDS):  # interleaved: a change in load hits both alike
         with (
             LocalCluster(n_workers=count, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
             Client(cluster) as client,
         ):
-            client.run(lambda: __import__("suite.audit.shards"))  # imports paid before the clock starts
+            # each worker's first image (imports, first calls) before the clock starts: a job of a
+            # billion images pays it once per worker, not once per shard
+            client.run(lambda data: audit_bytes(data, OPTIONS, new_record(path="warm-up")), jpeg_samples[0][2])
             engine = Engine("dask", count, cluster.scheduler_address)
             start = time.perf_counter()
             outcomes = list(
-                run_shards(urls, ShardJob(Source("webdataset"), OPTIONS, str(tmp_path / f"o{count}")), engine)
+                run_shards(urls, ShardJob(Source("webdataset"), OPTIONS, str(tmp_path / f"o{run}")), engine)
             )
-            rates[count] = images / (time.perf_counter() - start)
+            rates[count] = max(rates[count], images / (time.perf_counter() - start))
             assert [o["state"] for o in outcomes] == ["written"] * len(urls)
     benchmark.pedantic(lambda: None, rounds=1, iterations=1)
     ratio = rates[workers] / rates[1]
