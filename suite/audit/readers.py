@@ -2,28 +2,38 @@
 
 The mark lives in the U channel of the pixels the encoder saw. A PNG keeps those pixels; a JPEG or
 WebP keeps its chroma at half resolution (4:2:0) and a decoder blurs it back to full size. For a
-JPEG, libjpeg's half-scale decode reads the stored chroma planes themselves: its luma is scaled
-down with the DCT while chroma, already at that size, needs no upsampling. Cb and Cr are the same
-colour differences as OpenCV's U, scaled (both use BT.601's luma weights), so OpenCV's U of each
-half-scale pixel is the stored sample's U, for either encoder order (U - 128 = 0.8718 (Cb - 128)
-for the reference scripts' BGR; 1.185 Cr-parts and -0.185 Cb-parts for encoders handed RGB).
+JPEG, libjpeg's half-scale decode (PIL's `draft`) returns the stored chroma planes themselves: its
+luma is scaled down with the DCT while chroma needs no upsampling. Cb and Cr are the same colour
+differences as OpenCV's U, scaled (both use BT.601's luma weights), so the U plane each encoder
+order saw is a linear function of the stored planes, known exactly:
+
+- bgr (the reference scripts): U - 128 = 0.492 * (B - Y) = 0.8718 * (Cb - 128);
+- rgb (encoders handed RGB as BGR): U' - 128 = 0.492 * (R - Y'), with Y' the luma of the swapped
+  pixels: R - Y' = 1.185 * (R - Y) - 0.185 * (B - Y), so U' is 1.185 Cr-parts and -0.185 Cb-parts.
 
 Each stored sample covers 2x2 pixels, so it is one LL coefficient over two: the aligned test reads
-the samples as they are, and the searches get them spread over their pixels. Everything else (PNG,
-4:4:4 JPEG, WebP, what PIL reads) is read from its RGB pixels, and the detector's `unblurred`
-reading path undoes the decoders' chroma upsampling there (decode.py).
+the samples as they are, and the searches get them spread over their pixels. Everything else (PNG, 4:4:4 JPEG, WebP, what PIL reads) is read from its RGB pixels,
+and the detector's `unblurred` reading path undoes the decoders' chroma upsampling there (decode.py).
 """
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from functools import cached_property
 
+import cv2
 import numpy as np
 import simplejpeg
 from PIL import Image, JpegImagePlugin
 
-from suite.audit.decode import ORDERS, Blocks, blocks_of, blocks_of_samples, u_planes
+from suite.audit.decode import ORDERS, Blocks, ChannelOrder, blocks_of, blocks_of_samples, u_planes
+
+# OpenCV's RGB->YUV chroma weight and JFIF's: U - 128 = 0.492 (B - Y); Cb - 128 = 0.5 / 0.886 (B - Y).
+_U_WEIGHT = 0.492
+_CB_WEIGHT = 0.5 / (1 - 0.114)
+_CR_WEIGHT = 0.5 / (1 - 0.299)
+_SWAPPED_LUMA = 0.299 - 0.114  # Y - Y' = 0.185 (R - B) when R and B trade places
 
 
 @dataclass(frozen=True)
@@ -93,22 +103,32 @@ def decode_jpeg_rgb(image: Image.Image, data: bytes) -> np.ndarray | None:
 
 
 def jpeg_chroma(image: Image.Image, data: bytes) -> tuple[np.ndarray, str] | None:
-    """(orders, ceil(height / 2), ceil(width / 2)) float32 U planes of a subsampled JPEG's stored
-    chroma, and the layout; None where the file has none to give (or libjpeg warns about it).
+    """(orders, ceil(height / 2), ceil(width / 2)) float32 U planes rebuilt from a subsampled JPEG's
+    stored chroma, and the layout; None where the file has none to give.
 
-    libjpeg's half-scale decode needs no chroma upsampling: each of its pixels is one stored chroma
-    sample beside luma scaled down with the DCT, so OpenCV's U of those pixels, the conversion the
-    encoder used, is the stored sample's U (rounded to an integer; where R, G or B clip at 0 or 255,
-    less than that). For 4:2:2 the DCT also halves the chroma's height: close to the mean of each
-    pair of rows, which is what the LL band takes."""
+    For 4:2:2 the half-scale decode also halves the chroma's height, with the DCT: close to the
+    mean of each pair of rows, which is what the LL band takes."""
     layout = chroma_layout(image)
     if layout not in ("420", "422"):
         return None
-    height, width = (image.height + 1) // 2, (image.width + 1) // 2
+    half = Image.open(io.BytesIO(data))
     try:
-        half = simplejpeg.decode_jpeg(data, "RGB", min_height=height, min_width=width, min_factor=2, strict=True)
-    except ValueError:
-        return None
-    if half.shape[:2] != (height, width):
-        return None
-    return u_planes(half, ORDERS).astype(np.float32), layout
+        half.draft("YCbCr", (image.width // 2, image.height // 2))  # PIL picks scale 1/2; libjpeg rounds up
+        if half.mode != "YCbCr" or half.size != ((image.width + 1) // 2, (image.height + 1) // 2):
+            return None
+        ycbcr = np.asarray(half)
+    finally:
+        half.close()
+    return u_from_chroma(ycbcr[..., 1].astype(np.float32), ycbcr[..., 2].astype(np.float32)), layout
+
+
+def u_from_chroma(cb: np.ndarray, cr: np.ndarray, orders: tuple[ChannelOrder, ...] = ORDERS) -> np.ndarray:
+    """(orders, *cb.shape) float32: OpenCV's U of each encoder order from JFIF Cb and Cr planes."""
+    # U = 128 + 0.492 (B - Y) and U' = 128 + 0.492 (1.185 (R - Y) - 0.185 (B - Y)), from Cb and Cr
+    blue, red = _U_WEIGHT / _CB_WEIGHT, _U_WEIGHT / _CR_WEIGHT
+    weights = {"bgr": (blue, 0.0), "rgb": (-_SWAPPED_LUMA * blue, (1 + _SWAPPED_LUMA) * red)}
+    planes = np.empty((len(orders), *cb.shape), np.float32)
+    for plane, order in zip(planes, orders, strict=True):
+        of_cb, of_cr = weights[order]
+        cv2.addWeighted(cb, of_cb, cr, of_cr, 128 * (1 - of_cb - of_cr), dst=plane)
+    return planes
