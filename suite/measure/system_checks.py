@@ -51,6 +51,11 @@ def _busiest_others(seconds: float) -> tuple[noise.Snapshot, noise.Snapshot, lis
     return a, b, sorted((u for u in used if u[1] >= 1.0), key=lambda u: -u[1])[:3]
 
 
+def _judged(name: str, value: str, noisy: bool, hint: str) -> Check:
+    """A check with a threshold: noisy with its hint past it, ok without one below."""
+    return Check(name, "noisy" if noisy else "ok", value, hint if noisy else "")
+
+
 def checks(sample_s: float = 1.0) -> list[Check]:
     out = []
     gov = noise.governor()
@@ -119,33 +124,32 @@ def checks(sample_s: float = 1.0) -> list[Check]:
     who = ", ".join(f"{name} {pct:.0f} %" for name, pct in busiest)
     value = f"{others:.0f} % of the machine over {sample_s:g} s" + (f" ({who})" if who else "")
     out.append(
-        Check("other processes' CPU", "noisy", value, "stop them or wait: a bench run above 10 % is called unstable")
-        if others > OTHERS_CPU_MAX_PCT
-        else Check("other processes' CPU", "ok", value, "")
+        _judged(
+            "other processes' CPU",
+            value,
+            others > OTHERS_CPU_MAX_PCT,
+            "stop them or wait: a bench run above 10 % is called unstable",
+        )
     )
     steal = shares["steal_pct"] or 0.0
     out.append(
-        Check(
+        _judged(
             "steal (hypervisor)",
-            "noisy",
             f"{steal:.1f} %",
+            steal > STEAL_MAX_PCT,
             "other VMs share these CPUs: a dedicated or bare-metal instance",
         )
-        if steal > STEAL_MAX_PCT
-        else Check("steal (hypervisor)", "ok", f"{steal:.1f} %", "")
     )
     load = shares["load_avg_1m"]
     if load is not None:
         cores = logical or 1
         out.append(
-            Check(
+            _judged(
                 "load average (1 min)",
-                "noisy",
                 f"{load:.2f} on {cores} CPUs",
+                load > cores,
                 "work is queued for the CPUs: wait until it drops below the core count",
             )
-            if load > cores
-            else Check("load average (1 min)", "ok", f"{load:.2f} on {cores} CPUs", "")
         )
     throttles = noise.throttle_count()
     if throttles is None:
@@ -159,24 +163,20 @@ def checks(sample_s: float = 1.0) -> list[Check]:
         )
     else:
         out.append(
-            Check(
+            _judged(
                 "thermal throttling",
-                "noisy",
                 f"{throttles} events since boot",
+                throttles > 0,
                 "improve cooling or lower the power draw; compare runs after the machine has cooled",
             )
-            if throttles
-            else Check("thermal throttling", "ok", "0 events since boot", "")
         )
     swap = psutil.swap_memory()
     out.append(
-        Check(
+        _judged(
             "swap in use",
-            "noisy",
             f"{swap.used / 2**20:.0f} MiB",
+            swap.used > 64 * 2**20,
             "free memory: paging in and out distorts time and peak RSS",
         )
-        if swap.used > 64 * 2**20
-        else Check("swap in use", "ok", f"{swap.used / 2**20:.0f} MiB", "")
     )
     return out
