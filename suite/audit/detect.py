@@ -59,9 +59,8 @@ class Readings:
     """What one image's blocks say, per channel order (rows, in the order of `orders`)."""
 
     blocks: Blocks
-    paths: tuple[
-        str, ...
-    ]  # reading paths, in the order of `soft`'s rows: "uint8", "impulse", "unblurred", "float", "float-impulse"
+    # reading paths, in the order of `soft`'s rows: "uint8", "impulse", "unblurred", "float", "float-impulse"
+    paths: tuple[str, ...]
     soft: np.ndarray  # (paths, orders, blocks) soft votes
     rgb: np.ndarray | None = None  # the decoded pixels, where the planes are not theirs
     _votes: dict[ChannelOrder, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
