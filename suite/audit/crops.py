@@ -9,7 +9,8 @@ there; the aligned reader just looks at the wrong blocks.
 The 64 grid offsets share their pixels: an LL coefficient is the sum of a 2x2 pixel square, so
 the 2x2 sums at every pixel hold the LL bands of all of them, and the value a block at (y, x)
 reads (its largest non-first coefficient) is a sliding maximum over those sums. One pass gives
-every offset's soft votes (on the readings of votes.py). For each offset, channel order and reading, the centred votes are summed into
+every offset's soft votes (on the readings of votes.py; with `--search always` also on the encoder's mean
+step, READINGS). For each offset, channel order and reading, the centred votes are summed into
 an L x L table by (r mod L, c mod L). Its 2-D DFT holds the spectrum of the per-bit sums D for
 every C at once (entry (C*k mod L, k)), and one inverse FFT per C gives T for every shift s. The
 strongest T is scored as the aligned test scores its T: against the other shifts, once the fitted
@@ -23,17 +24,24 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
+import cv2
 import numpy as np
 import scipy.fft
 
 from suite.audit import votes
-from suite.audit.decode import ORDERS, ChannelOrder
-from suite.audit.detect import SCALE_FLOOR, degrees_of_freedom, two_sided_p
+from suite.audit.decode import ORDERS, ChannelOrder, steps
+from suite.audit.detect import FLOAT_OFFSET, SCALE_FLOOR, degrees_of_freedom, impulse_votes, two_sided_p
 from suite.watermark import Scheme
 
+# What each offset's blocks are read for (detect.Readings' path names): the lattice readings of
+# votes.py and, with `--search always`, the encoder's mean step against the 8 blocks around
+# (detect.py's impulse paths, which find what lossy chroma coding left of a mark saved as JPEG
+# before or after the crop); the float ones only for float-path schemes.
+READINGS = ("uint8", "float", "impulse", "float-impulse")
 ORIGINAL_WIDTHS = range(256, 2049, 64)  # pixels: where a cropped image may have come from (heights too)
 GRID = 8  # pixels per block side: the offsets tried are 0..7 in each direction
 SCORED = 32  # alignments per scheme whose z is computed exactly (_strongest)
@@ -57,12 +65,17 @@ def row_lengths(length: int, width: int) -> np.ndarray:
     return np.array(sorted({c % length for c in blocks}), dtype=np.intp)
 
 
-def tests_per_scheme(scheme: Scheme, width: int, orders: int = len(ORDERS)) -> int:
+def readings_of(scheme: Scheme, steps_too: bool = False) -> tuple[str, ...]:
+    """The READINGS a scheme is searched on: the lattice ones, and the step ones with `steps_too`."""
+    lattice = READINGS[:2] if scheme.float_path else READINGS[:1]
+    return lattice + ((READINGS[2:] if scheme.float_path else READINGS[2:3]) if steps_too else ())
+
+
+def tests_per_scheme(scheme: Scheme, width: int, orders: int = len(ORDERS), steps_too: bool = False) -> int:
     """Alignments the search tries for one scheme in a `width`-pixel image: what its p-value is
     corrected over."""
-    return (
-        GRID * GRID * orders * len(votes.readings_of(scheme)) * row_lengths(scheme.length, width).size * scheme.length
-    )
+    readings = len(readings_of(scheme, steps_too))
+    return GRID * GRID * orders * readings * row_lengths(scheme.length, width).size * scheme.length
 
 
 @lru_cache(maxsize=64)
@@ -105,6 +118,7 @@ def _block_extremes(sums: np.ndarray, pick: np.ufunc, name: str) -> np.ndarray:
 class _Grids:
     """Every grid offset's blocks, read once for all schemes."""
 
+    readings: tuple[str, ...]  # what the leading axes of blocks, mean and spread hold (of READINGS)
     blocks: np.ndarray  # (readings, orders, rows, 8, cols, 8): block (r, c) at offset (y, x) is [..., r, y, c, x]
     whole_rows: np.ndarray  # (8, rows): which block rows are whole at each row offset
     whole_cols: np.ndarray  # (8, cols)
@@ -112,15 +126,25 @@ class _Grids:
     spread: np.ndarray  # (readings, orders, 8, 8): the sum of squares of its centred votes
 
     @classmethod
-    def of(cls, u: np.ndarray, float_reading: bool) -> _Grids:
-        """The soft votes of the block whose first pixel is at each pixel, 0 where it is not whole."""
+    def of(cls, u: np.ndarray, float_reading: bool, steps_too: bool) -> _Grids:
+        """The soft votes of the block whose first pixel is at each pixel on the lattice readings
+        and, with `steps_too`, the step ones (READINGS; the float ones only with `float_reading`),
+        0 where it is not whole."""
         orders, height, width = u.shape
         rows, cols = height // GRID, width // GRID
         sums = _pair_sums(u)
         peak = _block_extremes(sums, np.maximum, "peak")[:, : rows * GRID, : cols * GRID]
         trough = _block_extremes(sums, np.minimum, "trough")[:, : rows * GRID, : cols * GRID] if float_reading else None
-        padded = _padded_grid((1 + float_reading, orders, rows * GRID, cols * GRID), peak.shape[1:])
-        votes.soft(peak, trough, out=padded[..., : peak.shape[1], : peak.shape[2]])
+        lattice = 2 if float_reading else 1  # votes.soft's readings, first
+        readings = READINGS[:lattice] + (READINGS[2 : 2 + lattice] if steps_too else ())
+        padded = _padded_grid((len(readings), orders, rows * GRID, cols * GRID), peak.shape[1:])
+        written = np.s_[..., : peak.shape[1], : peak.shape[2]]
+        votes.soft(peak, trough, out=padded[:lattice][written])
+        if steps_too:
+            surround = _neighbour_means(u, peak.shape[1:])
+            padded[lattice][written] = impulse_votes(steps(peak, None, surround, None))
+            if float_reading:
+                padded[lattice + 1][written] = impulse_votes(steps(peak, trough, surround, FLOAT_OFFSET))
         blocks = padded.reshape(*padded.shape[:2], rows, GRID, cols, GRID)
         whole_rows = np.arange(rows)[None, :] < ((height - np.arange(GRID)) // GRID)[:, None]
         whole_cols = np.arange(cols)[None, :] < ((width - np.arange(GRID)) // GRID)[:, None]
@@ -129,7 +153,25 @@ class _Grids:
         mean = blocks.sum(axis=2).sum(axis=3) / np.maximum(count, 1)
         squares = np.square(blocks, out=_buffer("squares", blocks.shape, np.float32))
         spread = squares.sum(axis=2).sum(axis=3) - count * mean**2
-        return cls(blocks, whole_rows, whole_cols, mean, np.maximum(spread, 0.0))
+        return cls(readings, blocks, whole_rows, whole_cols, mean, np.maximum(spread, 0.0))
+
+
+def _neighbour_means(u: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """(orders, *shape): for the block whose first pixel is at each pixel, the mean LL coefficient
+    (times 2, as the sums) of the 8 blocks around it: its 24x24-pixel box less its own 8x8 box,
+    over the 8 blocks' 16 coefficients each (a coefficient sums 4 pixels; 16 of them, 64 pixels)."""
+    planes = u.astype(np.float32, copy=False)
+    means = np.empty((u.shape[0], *shape), np.float32)
+    for plane, mean in zip(planes, means, strict=True):
+        own = cv2.boxFilter(
+            plane, cv2.CV_32F, (GRID, GRID), anchor=(0, 0), normalize=False, borderType=cv2.BORDER_REFLECT
+        )
+        around = cv2.boxFilter(
+            plane, cv2.CV_32F, (3 * GRID, 3 * GRID), anchor=(GRID, GRID), normalize=False, borderType=cv2.BORDER_REFLECT
+        )
+        np.subtract(around[: shape[0], : shape[1]], own[: shape[0], : shape[1]], out=mean)
+    means *= np.float32(1 / (8 * 16))
+    return means
 
 
 _local = threading.local()
@@ -177,9 +219,15 @@ def _fold(values: np.ndarray, length: int, axis: int) -> np.ndarray:
     return folded
 
 
-def _sum_spectra(grids: _Grids, readings: int, length: int, lengths: np.ndarray) -> np.ndarray:
+def _rows(indices: Iterable[int]) -> slice | list[int]:
+    """The grids' readings a scheme needs, as a slice where they are consecutive (no copy)."""
+    rows = list(indices)
+    return slice(rows[0], rows[-1] + 1) if rows == list(range(rows[0], rows[-1] + 1)) else rows
+
+
+def _sum_spectra(grids: _Grids, readings: slice | list[int], length: int, lengths: np.ndarray) -> np.ndarray:
     """(tests, C, L // 2 + 1): the half spectrum of the per-bit sums of centred votes D, for each
-    test (the first `readings` readings, order, offset) and row length C.
+    test (reading of `readings`, order, offset) and row length C.
 
     Each offset's votes are summed into a table by (r mod P, c mod L): every C is a multiple of
     ROW_STEP, so r * C mod L repeats after P = L / gcd(L, ROW_STEP) rows. Entry ((C / g) * k mod P, k)
@@ -191,14 +239,14 @@ def _sum_spectra(grids: _Grids, readings: int, length: int, lengths: np.ndarray)
     period = length // step
     k = np.arange(length // 2 + 1)
     rows = (lengths[:, None] // step * k) % period  # (C, k)
-    table = _fold(_fold(grids.blocks[:readings], period, 2), length, 4).transpose(0, 1, 3, 5, 2, 4)
+    table = _fold(_fold(grids.blocks[readings], period, 2), length, 4).transpose(0, 1, 3, 5, 2, 4)
     spectrum = scipy.fft.fft(scipy.fft.rfft(table, n=length, axis=-1), n=period, axis=-2)
     sums = spectrum[..., rows, k]  # (..., 8, 8, C, k)
     whole_rows = _fold(grids.whole_rows.astype(np.float32), period, -1)
     row_spectrum = scipy.fft.fft(whole_rows, n=period)[:, rows]  # (8, C, k)
     col_spectrum = scipy.fft.rfft(_fold(grids.whole_cols.astype(np.float32), length, -1), n=length)  # (8, k)
     counts = row_spectrum[:, None] * col_spectrum[None, :, None, :]  # (8, 8, C, k)
-    sums -= grids.mean[:readings, ..., None, None] * counts
+    sums -= grids.mean[readings][..., None, None] * counts
     return sums.reshape(-1, *sums.shape[-2:])
 
 
@@ -232,31 +280,34 @@ def _strongest(sums: np.ndarray, spread: np.ndarray, scheme: Scheme) -> np.ndarr
     return z.reshape(sums.shape[:-1])
 
 
-def search(u: np.ndarray, schemes: list[Scheme]) -> list[CropEvidence | None]:
+def search(u: np.ndarray, schemes: list[Scheme], steps_too: bool = False) -> list[CropEvidence | None]:
     """Every scheme's strongest alignment over the 64 grid offsets of an image's U planes
-    (orders, height, width), in decode.ORDERS; None for all where the image is larger than any SD
-    output it could be cut from or smaller than one block."""
+    (orders, height, width), in decode.ORDERS, on the lattice readings and, with `steps_too`, the
+    step ones too (which find a crop saved as JPEG, or a JPEG cropped, at 2.3x the search's cost);
+    None for all where the image is larger than any SD output it could be cut from or smaller than
+    one block."""
     orders, height, width = u.shape
     if max(height, width) > ORIGINAL_WIDTHS[-1] or min(height, width) < GRID:
         return [None] * len(schemes)
     float_reading = any(scheme.float_path for scheme in schemes)
-    grids = _Grids.of(u, float_reading)
+    grids = _Grids.of(u, float_reading, steps_too)
     evidence: list[CropEvidence | None] = []
     for scheme in schemes:
-        readings = votes.readings_of(scheme)
+        readings = readings_of(scheme, steps_too)
+        rows = _rows(grids.readings.index(name) for name in readings)
         lengths = row_lengths(scheme.length, width)
         if grids.whole_rows[0].sum() * grids.whole_cols[0].sum() < scheme.length:
             evidence.append(None)
             continue
-        spread = grids.spread[: len(readings)].reshape(-1)
-        z = _strongest(_sum_spectra(grids, len(readings), scheme.length, lengths), spread, scheme)
+        spread = grids.spread[rows].reshape(-1)
+        z = _strongest(_sum_spectra(grids, rows, scheme.length, lengths), spread, scheme)
         strongest = np.unravel_index(int(np.abs(z).argmax()), z.shape)
         reading, order, dy, dx = np.unravel_index(strongest[0], (len(readings), orders, GRID, GRID))
         p_value = two_sided_p(float(z[strongest]), degrees_of_freedom(scheme.bits))
         evidence.append(
             CropEvidence(
                 float(z[strongest]),
-                min(1.0, p_value * tests_per_scheme(scheme, width, orders)),
+                min(1.0, p_value * tests_per_scheme(scheme, width, orders, steps_too)),
                 ORDERS[order],
                 readings[reading],
                 (int(dy), int(dx)),

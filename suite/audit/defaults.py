@@ -13,7 +13,7 @@ MAX_FILE_BYTES = 512 * 1024 * 1024
 
 # When to search for marks an edit moved off the aligned grid (searches.wanted): auto searches
 # every image the aligned test does not detect a scheme in (crops, resizes, mirrors); always also
-# tries rotations by 1-2 degrees.
+# tries rotations by 1-2 degrees and reads the crop search's blocks for the encoder's step too.
 SEARCH_POLICIES = ("auto", "always", "never")
 
 # Dataset audits (sources.py, engines.py): what the inputs are, where the shard tasks run, and how

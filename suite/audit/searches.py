@@ -63,10 +63,11 @@ def _realigned(aligned: Evidence, found: Found, rgb: np.ndarray) -> Evidence:
 
 
 def reexamine(
-    rgb: np.ndarray, u: np.ndarray, evidence: list[Evidence], alpha: float = DEFAULT_ALPHA, rotated: bool = False
+    rgb: np.ndarray, u: np.ndarray, evidence: list[Evidence], alpha: float = DEFAULT_ALPHA, thorough: bool = False
 ) -> list[Evidence]:
     """The schemes the aligned test did not detect, tested again by the mirror, crop and resize
-    searches, and the rotation search where `rotated`.
+    searches, and where `thorough` (`--search always`) the rotation search and the crop search's
+    step readings.
 
     The searches read the U planes `u` (orders, height, width) in decode.ORDERS; the bits a record
     reports stay the reference decoder's reading of the decoded pixels `rgb`.
@@ -76,10 +77,10 @@ def reexamine(
         return evidence
     schemes = [evidence[i].scheme for i in pending]
     mirrored = _mirrored(rgb, u, schemes, alpha)
-    by_crop = crops.search(u, schemes)
+    by_crop = crops.search(u, schemes, steps_too=thorough)
     by_resize = resizes.search(u, schemes)
     by_rotation: list[rotations.RotationEvidence | None] = [None] * len(schemes)
-    if rotated:
+    if thorough:
         by_rotation = rotations.search(u, schemes)
     result = list(evidence)
     for j, i in enumerate(pending):

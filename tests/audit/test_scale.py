@@ -74,7 +74,7 @@ def test_structured_clean_images_are_never_flagged_by_the_searches():
         for name, rgb in _structured(width, height):
             u = u_planes(rgb)
             aligned = [replace(e, detected=False) for e in examine(rgb, ALL, u=u)]
-            for evidence in searches.reexamine(rgb, u, aligned, rotated=True):  # every search
+            for evidence in searches.reexamine(rgb, u, aligned, thorough=True):  # every search
                 assert evidence.p_value > 1e-3, (
                     f"{name} {width}x{height}: {evidence.scheme.name} p={evidence.p_value:.2g}"
                 )

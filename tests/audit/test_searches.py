@@ -196,3 +196,24 @@ def test_no_clean_image_is_flagged_rotated_back(clean_images):
                 assert found is not None and found.p_value > 1e-3, f"{name}: {found}"
                 smallest = min(smallest, found.p_value)
     print(f"smallest corrected p-value of the rotation search on clean images: {smallest:.2g}")
+
+
+def test_a_jpeg_cropped_is_found_on_the_step_readings_only():
+    # a JPEG's quantised chroma keeps little of the lattice but much of the encoder's mean step; the
+    # crop moved the grid by (13, 21) pixels, so the first whole block is at (3, 3)
+    import io
+
+    photo = audit_corpus.fit(audit_corpus.photo("chelsea"), (512, 512))
+    buffer = io.BytesIO()
+    embed(photo, "sd-v1").save(buffer, "JPEG", quality=90)
+    box = (21, 13, 21 + 448, 13 + 448)
+    u = u_planes(np.asarray(Image.open(buffer).convert("RGB").crop(box)))
+    lattice = crops.search(u, [SCHEMES["sd-v1"]])[0]
+    steps = crops.search(u, [SCHEMES["sd-v1"]], steps_too=True)[0]
+    assert lattice.p_value > 1e-6
+    assert steps.p_value <= 1e-6 and steps.path == "impulse" and steps.offset == (3, 3)
+    assert crops.tests_per_scheme(SCHEMES["sd-v1"], 448, steps_too=True) == 2 * crops.tests_per_scheme(
+        SCHEMES["sd-v1"], 448
+    )
+    clean = u_planes(np.asarray(photo.crop(box)))
+    assert all(e.p_value > 1e-3 for e in crops.search(clean, ALL, steps_too=True))
