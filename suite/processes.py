@@ -11,12 +11,15 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
+from suite.results import steady_steps
+from suite.worker import compute_figures
+
 CONCATENATED = ("latency_s", "warmup_latency_s", "step_s")
 
 
 def process_summary(record: dict[str, Any]) -> dict[str, Any]:
     """What the record keeps of one process: its repeats, load, peak and the noise it saw."""
-    steps = [t for run in record.get("step_s") or [] for t in run[1:]]
+    steps = steady_steps(record.get("step_s"))
     return {
         "status": record.get("status"),
         "latency_s": list(record.get("latency_s") or []),
@@ -70,7 +73,9 @@ def merge(records: list[dict[str, Any]], planned: int) -> dict[str, Any]:
     merged["system"] = _worst([r.get("system") or {} for r in measured])
     merged["worker_s"] = sum(r.get("worker_s") or 0.0 for r in records)
     _energy(merged, measured)
-    _compute(merged)
+    compute = merged.get("compute") or {}
+    if "unet_tflop_per_step" in compute:  # again, from the median step of all processes
+        merged["compute"] = compute_figures(merged, compute["unet_tflop_per_step"], compute.get("peak_tflops"))
     return merged
 
 
@@ -85,15 +90,3 @@ def _energy(merged: dict[str, Any], measured: list[dict[str, Any]]) -> None:
         "j_per_image": statistics.median(per_repeat) / batch,
         "avg_power_w": statistics.mean(e["avg_power_w"] for e in energies),
     }
-
-
-def _compute(merged: dict[str, Any]) -> None:
-    """Achieved TFLOP/s again, from the median step of all processes."""
-    compute = dict(merged.get("compute") or {})
-    steps = [t for run in merged["step_s"] for t in run[1:]]
-    if "unet_tflop_per_step" not in compute or not steps:
-        return
-    compute["achieved_tflops"] = compute["unet_tflop_per_step"] / statistics.median(steps)
-    if compute.get("peak_tflops"):
-        compute["pct_of_peak"] = 100.0 * compute["achieved_tflops"] / compute["peak_tflops"]
-    merged["compute"] = compute

@@ -149,6 +149,11 @@ def summarise(values: Sequence[float]) -> dict[str, float]:
     }
 
 
+def steady_steps(step_s: Iterable[Sequence[float]] | None) -> list[float]:
+    """Every call's step times after its first, which carries the call's set-up."""
+    return [t for steps in step_s or [] for t in steps[1:]]
+
+
 def _median(values: Iterable[float]) -> float:
     return summarise(list(values))["median"]
 
@@ -207,8 +212,7 @@ def flatten(record: dict[str, Any]) -> dict[str, Any]:
     denoise = row["denoise_s"]
     steps_per_run = [len(steps) for steps in record.get("step_s") or []]
     row["it_per_s"] = steps_per_run[0] / denoise if steps_per_run and denoise > 0 else math.nan
-    all_steps = [t for steps in record.get("step_s") or [] for t in steps[1:]]
-    step = summarise(all_steps)
+    step = summarise(steady_steps(record.get("step_s")))
     row["first_step_s"] = _median(steps[0] for steps in record.get("step_s") or [] if steps)
     for stat in ("median", "p90", "min", "max"):
         row[f"step_s_{stat}"] = step[stat]

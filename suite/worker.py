@@ -312,7 +312,8 @@ def run_job(job: dict[str, Any], record: dict[str, Any]) -> None:
         if scenario.compile and record["warmup_latency_s"]:
             record["compile_s"] = record["warmup_latency_s"][0] - min(record["latency_s"])
         record["quality"] = quality(generation, scenario, run_dir)
-        record["compute"] = compute_figures(record, _unet_tflop(prepared, run_dir / "flops.json"), job)
+        peak = (job.get("peak_tflops") or {}).get(job["scenario"]["precision"])
+        record["compute"] = compute_figures(record, _unet_tflop(prepared, run_dir / "flops.json"), peak)
         record["status"] = "ok"
     finally:
         if sampler is not None:
@@ -351,6 +352,7 @@ def sampled_repeat(prepared, gpu_uuid: str | None, timed_steps: list[list[float]
     from suite import pipelines
     from suite.measure import hwm
     from suite.measure.sampler import MemorySampler
+    from suite.results import steady_steps
 
     with MemorySampler(gpu_uuid=gpu_uuid) as sampler:
         side = psutil.Process(sampler.pid)
@@ -362,7 +364,7 @@ def sampled_repeat(prepared, gpu_uuid: str | None, timed_steps: list[list[float]
         side_after, own_after = side.cpu_times(), psutil.Process().cpu_times()
     side_s = side_after.user + side_after.system - side_before.user - side_before.system
     own_s = own_after.user + own_after.system - own_before.user - own_before.system
-    timed = statistics.median(t for run in timed_steps for t in run[1:]) if any(len(r) > 1 for r in timed_steps) else 0
+    timed = statistics.median(steady) if (steady := steady_steps(timed_steps)) else 0
     sampled = statistics.median(generation.step_s[1:]) if len(generation.step_s) > 1 else 0
     out = sampler_peaks(read)
     out["sampled_repeat_peak_rss_mib"] = hwm.peak_mib()
@@ -371,18 +373,16 @@ def sampled_repeat(prepared, gpu_uuid: str | None, timed_steps: list[list[float]
     return out
 
 
-def compute_figures(record: dict[str, Any], tflop: float | None, job: dict[str, Any]) -> dict[str, Any]:
-    """Achieved UNet TFLOP/s from the median step, against the run's measured peak for this precision."""
-    from suite.results import summarise
+def compute_figures(record: dict[str, Any], tflop: float | None, peak: float | None) -> dict[str, Any]:
+    """Achieved UNet TFLOP/s from the median step, against the run's measured `peak` for this precision."""
+    from suite.results import steady_steps, summarise
 
     if tflop is None:
         return {}
-    steps = [t for run in record["step_s"] for t in run[1:]]
-    step = summarise(steps)["median"]
+    step = summarise(steady_steps(record["step_s"]))["median"]
     out: dict[str, Any] = {"unet_tflop_per_step": tflop}
     if step and step == step:
         out["achieved_tflops"] = tflop / step
-        peak = (job.get("peak_tflops") or {}).get(job["scenario"]["precision"])
         if peak:
             out["peak_tflops"] = peak
             out["pct_of_peak"] = 100.0 * out["achieved_tflops"] / peak
