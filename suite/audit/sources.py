@@ -30,6 +30,8 @@ PARQUET_BATCH_ROWS = 64  # rows decoded at once; a row group is read in batches 
 _BRACE_RANGE = re.compile(r"\{(\d+)\.\.(\d+)\}")
 _SECRET_WORDS = ("secret", "token", "password", "credential", "private")
 _SECRET_NAMES = frozenset({"key", "access_key", "aws_access_key_id", "account_key", "sas_token"})
+# gcsfs's `token` may name a way to find credentials instead of holding one: those values travel safely
+_CREDENTIAL_METHODS = frozenset({"anon", "google_default", "cloud", "cache"})
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,8 @@ def _secret_names(options: dict[str, Any]) -> list[str]:
     found = []
     for name, value in options.items():
         lowered = str(name).lower()
+        if lowered == "token" and value in _CREDENTIAL_METHODS:
+            continue
         if lowered in _SECRET_NAMES or any(word in lowered for word in _SECRET_WORDS):
             found.append(str(name))
         if isinstance(value, dict):

