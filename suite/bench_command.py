@@ -406,7 +406,7 @@ def run(args: argparse.Namespace) -> int:
     )
     runner.run(scenarios)
     wanted = {s.name for s in scenarios}
-    rows = [results.flatten(r) for r in results.load_records(run_dir) if r["scenario"]["name"] in wanted]
+    rows = [r.row() for r in results.ResultsStore(run_dir).typed_records() if r.name in wanted]
     print(summary_table(rows))
     reasons = full_reasons(rows)
     if reasons:

@@ -184,11 +184,6 @@ def gallop_then_bisect(
     return values[index] if 0 <= index < len(values) else None
 
 
-def probes_run(capacity: dict[str, Any]) -> int:
-    """How many probes a search record's outcomes took (those the ledger implied took none)."""
-    return sum("implied_by" not in p for p in capacity.get("probes") or [])
-
-
 class ProbeFailed(Exception):
     """A probe ended otherwise than fitting or running out of memory: the search cannot go on."""
 

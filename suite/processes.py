@@ -11,7 +11,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from suite.results import steady_steps
+from suite.record import steady_steps
 from suite.worker import compute_figures
 
 CONCATENATED = ("latency_s", "warmup_latency_s", "step_s")

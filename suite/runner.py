@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from suite import capacity, probe_worker, processes, worker
-from suite.results import SCHEMA_VERSION, ResultsStore
+from suite.record import SCHEMA_VERSION
+from suite.results import ResultsStore
 from suite.scenario import Scenario
 
 LOG_TAIL_LINES = 15

@@ -42,11 +42,6 @@ PRELOAD = [
 ]
 MIB = 1024 * 1024
 _channel = None  # the pipe to the runner, in a worker process
-# Below this PSNR against the plain run of the same seed, a faster configuration counts as broken.
-# Measured here: an unrelated image (another seed) scores 11-13 dB; the same image computed in
-# bf16 scores 19.8 dB on the tiny models and 22 dB on full-size synthetic ones, whose random
-# weights make the trajectory more chaotic than real weights do. Between the two lies 15 dB.
-QUALITY_MIN_PSNR_DB = 15.0
 
 
 def emit(**event: Any) -> None:
@@ -352,7 +347,7 @@ def sampled_repeat(prepared, gpu_uuid: str | None, timed_steps: list[list[float]
     from suite import pipelines
     from suite.measure import hwm
     from suite.measure.sampler import MemorySampler
-    from suite.results import steady_steps
+    from suite.record import steady_steps
 
     with MemorySampler(gpu_uuid=gpu_uuid) as sampler:
         side = psutil.Process(sampler.pid)
@@ -375,7 +370,7 @@ def sampled_repeat(prepared, gpu_uuid: str | None, timed_steps: list[list[float]
 
 def compute_figures(record: dict[str, Any], tflop: float | None, peak: float | None) -> dict[str, Any]:
     """Achieved UNet TFLOP/s from the median step, against the run's measured `peak` for this precision."""
-    from suite.results import steady_steps, summarise
+    from suite.record import steady_steps, summarise
 
     if tflop is None:
         return {}
@@ -401,6 +396,8 @@ def psnr(a, b) -> float:
 def quality(generation, scenario, run_dir: Path) -> dict[str, Any]:
     """Is the output still an image: finite, not blank, and (when a reference is named) close to it."""
     from PIL import Image
+
+    from suite.record import QUALITY_MIN_PSNR_DB
 
     check = dict(generation.check)
     problems = [check.pop("problem")] if check.get("problem") else []

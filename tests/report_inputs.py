@@ -18,7 +18,8 @@ import numpy as np
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from suite.results import SCHEMA_VERSION, STAGES, ResultsStore
+from suite.record import SCHEMA_VERSION, STAGES
+from suite.results import ResultsStore
 from suite.scenario import Scenario
 from suite.watermark import SCHEME_OF_MODEL, embed
 

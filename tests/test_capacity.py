@@ -18,6 +18,7 @@ from support import cpu_probe
 
 from suite import capacity, results, runner
 from suite.cli import main
+from suite.record import probes_run
 from suite.report import capacity as capacity_report
 from suite.report.runs import load_run
 from suite.scenario import Scenario, ScenarioError, load, parse, resolve_profile
@@ -253,7 +254,7 @@ def test_report_shows_capacity_tables_and_the_article_account(searched_run, tmp_
     page = out.read_text()
     assert "Largest batch that fits each budget" in page and "Smallest budget that fits (GiB)" in page
     assert "smallest budget that fits: 3.5 GiB" in page
-    entries = [p for r in run.records for p in r["capacity"]["probes"]]
+    entries = [p for r in run.records for p in r.capacity.probes]
     implied = sum("implied_by" in p for p in entries)
     assert implied and f"{len(entries) - implied} probes run, {implied} outcomes implied by earlier probes" in page
 
@@ -336,7 +337,7 @@ memory_mode = ["none", "attention-slicing"]
         "batch-attention-slicing-8gib",
         "budget-attention-slicing",
     ]
-    sliced = sum(capacity.probes_run(r["capacity"]) for r in records if r["scenario"]["memory_modes"] != ["none"])
+    sliced = sum(probes_run(r["capacity"]) for r in records if r["scenario"]["memory_modes"] != ["none"])
     modes = [s.memory_mode for s in started]
     assert modes.count("none") == 1 and modes.count("attention-slicing") == sliced > 1
 

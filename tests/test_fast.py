@@ -91,7 +91,7 @@ def test_steps_sweep_is_found_and_fitted(techniques_run):
     # the slope is the cost of a step: what the runs measured step by step (the tiny model's fixed
     # cost is milliseconds, so the intercept is within noise of 0 and not checked)
     measured = [
-        t for r in load_run(techniques_run).records if r["scenario"]["family"] == "sweep" for t in r["step_s"][0]
+        t for r in load_run(techniques_run).records if r.scenario.family == "sweep" for t in r.timings.step_s[0]
     ]
     assert 0.5 < per_step / statistics.median(measured) < 2
 

@@ -3,7 +3,8 @@ import json
 
 import pytest
 
-from suite.results import COLUMNS, ResultsStore, flatten, load, summarise
+from suite.record import COLUMNS, summarise
+from suite.results import ResultsStore, flatten, load
 from suite.scenario import Scenario
 
 

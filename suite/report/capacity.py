@@ -10,12 +10,12 @@ beside each claim, agreeing or not.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
 
-from suite.capacity import probes_run
+from suite.record import Record
 from suite.report.markup import badge, e, fmt
 from suite.report.runs import Run
+from suite.scenario import Scenario
 
 ARTICLE_CARD_GIB = 8.0
 
@@ -24,23 +24,21 @@ ARTICLE_CARD_GIB = 8.0
 class Claim:
     text: str
     fits: bool  # what the article says happened on its 8 GB card
-    matches: Callable[[dict[str, Any]], bool]
+    matches: Callable[[Scenario], bool]
 
 
-def _plain(model: str, size: int) -> Callable[[dict[str, Any]], bool]:
-    return lambda s: (
-        s["model"] == model and s["width"] == s["height"] == size and s["memory_modes"] == ["none"] and s["batch"] == 1
-    )
+def _plain(model: str, size: int) -> Callable[[Scenario], bool]:
+    return lambda s: s.model == model and s.width == s.height == size and s.memory_modes == ("none",) and s.batch == 1
 
 
-def _optimized(s: dict[str, Any]) -> bool:
+def _optimized(s: Scenario) -> bool:
     low_vram = {"attention-slicing", "model-offload", "sequential-offload"}
     return (
-        s["model"] == "sd-v1"
-        and s["width"] == s["height"] == 512
-        and s["precision"] == "fp16"
-        and s["batch"] == 1
-        and bool(low_vram & set(s["memory_modes"]))
+        s.model == "sd-v1"
+        and s.width == s.height == 512
+        and s.precision == "fp16"
+        and s.batch == 1
+        and bool(low_vram & set(s.memory_modes))
     )
 
 
@@ -58,23 +56,26 @@ def verdict(fits: bool, label: str = "") -> str:
     return f'<span class="badge {"v-fits" if fits else "v-oom"}">{e(text)}</span>'
 
 
-def _config(s: dict[str, Any]) -> str:
-    return f"{s['model']} {s['width']}x{s['height']} x{s['batch']} {s['precision']} {'+'.join(s['memory_modes'])}"
+def _config(s: Scenario, searched: str = "") -> str:
+    """The configuration in words; what a search varies (its `searched`) as N."""
+    size = "NxN" if searched == "max-resolution" else f"{s.width}x{s.height}"
+    batch = "N" if searched == "max-batch" else s.batch
+    return f"{s.model} {size} x{batch} {s.precision} {s.memory_mode}"
 
 
-def evidence_at(r: dict[str, Any], gib: float) -> tuple[bool, str] | None:
+def evidence_at(r: Record, gib: float) -> tuple[bool, str] | None:
     """Whether the record shows its configuration fitting in `gib` GiB, and how it shows it (None: it says nothing)."""
-    s, capacity = r["scenario"], r.get("capacity") or {}
-    if capacity.get("search") == "min-budget":
-        if r["status"] == "ok":
-            return capacity["value"] <= gib, f"smallest budget that fits: {capacity['value']:g} GiB"
-        if r["status"] == "oom":
-            return False, r.get("error", "")
+    search = r.capacity.search if r.capacity else ""
+    if search == "min-budget":
+        if r.status == "ok":
+            return r.capacity.value <= gib, f"smallest budget that fits: {r.capacity.value:g} GiB"
+        if r.status == "oom":
+            return False, r.error or ""
         return None
-    if capacity.get("search") == "max-batch" and s["vram_budget_gib"] == gib and r["status"] in ("ok", "oom"):
-        return r["status"] == "ok", f"largest batch under {gib:g} GiB: {capacity.get('value') or 'none'}"
-    if not capacity and s["vram_budget_gib"] == gib and r["status"] in ("ok", "oom"):
-        return r["status"] == "ok", f"run under a {gib:g} GiB budget: {'fits' if r['status'] == 'ok' else 'oom'}"
+    if search == "max-batch" and r.scenario.vram_budget_gib == gib and r.status in ("ok", "oom"):
+        return r.status == "ok", f"largest batch under {gib:g} GiB: {r.capacity.value or 'none'}"
+    if not r.capacity and r.scenario.vram_budget_gib == gib and r.status in ("ok", "oom"):
+        return r.status == "ok", f"run under a {gib:g} GiB budget: {'fits' if r.status == 'ok' else 'oom'}"
     return None
 
 
@@ -84,9 +85,9 @@ def article_table(runs: Sequence[Run]) -> str:
         found = []
         for run in runs:
             for r in run.records:
-                s = dict(r["scenario"])
-                if (r.get("capacity") or {}).get("search") == "max-batch":
-                    s["batch"] = 1  # batch 1 fits exactly when the largest batch is at least 1
+                s = r.scenario
+                if r.capacity and r.capacity.search == "max-batch":
+                    s = replace(s, batch=1)  # batch 1 fits exactly when the largest batch is at least 1
                 if claim.matches(s):
                     ev = evidence_at(r, ARTICLE_CARD_GIB)
                     if ev is not None:
@@ -100,7 +101,7 @@ def article_table(runs: Sequence[Run]) -> str:
         for run, r, fits, how in found:
             agrees = fits == claim.fits
             rows.append(
-                f"<tr><td>{e(claim.text)}</td><td>{verdict(claim.fits)}</td><td>{e(_config(r['scenario']))} "
+                f"<tr><td>{e(claim.text)}</td><td>{verdict(claim.fits)}</td><td>{e(_config(r.scenario))} "
                 f'<span class="note">({e(run.label)})</span></td><td>{verdict(fits)} {e(how)}</td>'
                 f"<td>{verdict(agrees, 'agrees' if agrees else 'disagrees')}</td></tr>"
             )
@@ -116,14 +117,13 @@ SEARCH_TITLES = {
 }
 
 
-def _cell(r: dict[str, Any]) -> str:
-    capacity = r.get("capacity") or {}
-    if r["status"] == "ok":
-        note = capacity.get("note")
-        text = f"≥ {fmt(capacity['value'])}" if note else fmt(capacity["value"])
+def _cell(r: Record) -> str:
+    if r.status == "ok":
+        note = r.capacity.note
+        text = f"≥ {fmt(r.capacity.value)}" if note else fmt(r.capacity.value)
         return f'<td class="num" title="{e(note or "")}">{e(text)}</td>'
-    shown = verdict(False, "none") if r["status"] == "oom" else badge(r["status"])
-    return f'<td title="{e(r.get("error", ""))}">{shown}</td>'
+    shown = verdict(False, "none") if r.status == "oom" else badge(r.status)
+    return f'<td title="{e(r.error or "")}">{shown}</td>'
 
 
 def search_table(runs: Sequence[Run], search: str) -> str:
@@ -132,12 +132,11 @@ def search_table(runs: Sequence[Run], search: str) -> str:
     budgets: set[float] = set()
     for run in runs:
         for r in run.records:
-            s = r["scenario"]
-            if s.get("search") != search or r["status"] == "skipped":
+            s = r.scenario
+            if s.search != search or r.status == "skipped":
                 continue
-            config = _config({**s, "batch": "N"} if search == "max-batch" else {**s, "width": "N", "height": "N"})
-            cells.setdefault((run.label, config), {})[s["vram_budget_gib"]] = _cell(r)
-            budgets.add(s["vram_budget_gib"])
+            cells.setdefault((run.label, _config(s, search)), {})[s.vram_budget_gib] = _cell(r)
+            budgets.add(s.vram_budget_gib)
     if not cells:
         return ""
     order = sorted(budgets)
@@ -157,12 +156,12 @@ def min_budget_table(runs: Sequence[Run]) -> str:
     rows = []
     for run in runs:
         for r in run.records:
-            s = r["scenario"]
-            if s.get("search") != "min-budget" or r["status"] == "skipped":
+            if r.scenario.search != "min-budget" or r.status == "skipped":
                 continue
-            probes = probes_run(r.get("capacity") or {})
+            probes = r.capacity.probes_run if r.capacity else 0
             rows.append(
-                f"<tr><td>{e(run.label)}</td><td>{e(_config(s))}</td>{_cell(r)}<td class='num'>{probes}</td></tr>"
+                f"<tr><td>{e(run.label)}</td><td>{e(_config(r.scenario))}</td>{_cell(r)}"
+                f"<td class='num'>{probes}</td></tr>"
             )
     if not rows:
         return ""
@@ -174,10 +173,8 @@ def min_budget_table(runs: Sequence[Run]) -> str:
 
 
 def section(runs: Sequence[Run]) -> str:
-    searched = any(r["scenario"].get("search") for run in runs for r in run.records)
-    skipped = searched and all(
-        r["status"] == "skipped" for run in runs for r in run.records if r["scenario"].get("search")
-    )
+    searched = any(r.scenario.search for run in runs for r in run.records)
+    skipped = searched and all(r.status == "skipped" for run in runs for r in run.records if r.scenario.search)
     parts = ["<h3>The article's 8 GB card</h3>", article_table(runs)]
     if skipped:
         parts.append('<p class="note">The capacity searches were skipped: budgets are emulated on CUDA only.</p>')
@@ -197,11 +194,11 @@ def section(runs: Sequence[Run]) -> str:
 
 def _probe_tally(runs: Sequence[Run]) -> str:
     """What the searches cost: probes run, outcomes implied, workers replaced after debris, side by side."""
-    searches = [r.get("capacity") or {} for run in runs for r in run.records]
-    entries = [p for c in searches for p in c.get("probes") or []]
+    searches = [r.capacity for run in runs for r in run.records if r.capacity]
+    entries = [p for c in searches for p in c.probes]
     implied = sum("implied_by" in p for p in entries)
     replaced = sum(bool(p.get("leftover_mib")) for p in entries)
-    servers = max((c.get("probe_servers") or 1 for c in searches), default=1)
+    servers = max((c.probe_servers or 1 for c in searches), default=1)
     side_by_side = (
         f" Searches of up to {servers} configurations ran side by side, each worker under its own budget: "
         "a probe's time there is not a benchmark."

@@ -19,9 +19,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
+from suite.record import STAGES, Record
 from suite.report.runs import Run
 from suite.report.sweeps import Sweep, line_fit
-from suite.results import STAGES
 
 CARD_SIZES_GIB = (4, 6, 8, 12, 16, 24)
 COLORS = plt.get_cmap("tab10").colors
@@ -52,8 +52,8 @@ def _plain_log_ticks(axis) -> None:
     axis.set_minor_formatter(_PLAIN)
 
 
-def _ok(run: Run) -> list[dict[str, Any]]:
-    return [r for r in run.records if r["status"] == "ok" and r.get("latency_s")]
+def _ok(run: Run) -> list[Record]:
+    return [r for r in run.records if r.measured]
 
 
 def _height(n_bars: int) -> float:
@@ -109,35 +109,31 @@ def _scenario_order(runs: Sequence[Run], keep) -> list[str]:
     names: list[str] = []
     for run in runs:
         for r in run.records:
-            name = r["scenario"]["name"]
-            if keep(r) and name not in names:
-                names.append(name)
+            if keep(r) and r.name not in names:
+                names.append(r.name)
     return names
 
 
-def _per_scenario(runs: Sequence[Run], value, keep=lambda r: r["status"] == "ok" and r.get("latency_s")):
+def _per_scenario(runs: Sequence[Run], value, keep=lambda r: r.measured):
     names = _scenario_order(runs, keep)
     series = []
     for run in runs:
-        by_name = {r["scenario"]["name"]: r for r in run.records if keep(r)}
+        by_name = run.by_name(keep)
         series.append((run.label, [value(by_name[n]) if n in by_name else None for n in names]))
     return names, series
 
 
 def latency(runs: Sequence[Run]) -> str | None:
-    def per_image(r):
-        return float(np.median(r["latency_s"])) / r["scenario"]["batch"]
-
-    names, series = _per_scenario(runs, per_image)
+    names, series = _per_scenario(runs, Record.per_image_s)
     if not names:
         return None
     full = []
     for run, (label, values) in zip(runs, series, strict=True):
-        by_name = {r["scenario"]["name"]: r for r in _ok(run)}
+        by_name = run.by_name(lambda r: r.measured)
         ranges = [
             (
-                min(by_name[n]["latency_s"]) / by_name[n]["scenario"]["batch"],
-                max(by_name[n]["latency_s"]) / by_name[n]["scenario"]["batch"],
+                by_name[n].timings.latency["min"] / by_name[n].scenario.batch,
+                by_name[n].timings.latency["max"] / by_name[n].scenario.batch,
             )
             if n in by_name
             else None
@@ -158,10 +154,10 @@ def stages(runs: Sequence[Run]) -> str | None:
     rows = [(run.label, r) for run in runs for r in _ok(run)]
     if not rows:
         return None
-    labels = [r["scenario"]["name"] if len(runs) == 1 else f"{r['scenario']['name']} · {label}" for label, r in rows]
+    labels = [r.name if len(runs) == 1 else f"{r.name} · {label}" for label, r in rows]
     fig, (ax_load, ax) = plt.subplots(1, 2, figsize=(10, _height(len(rows))), width_ratios=(1, 3), sharey=True)
     y = np.arange(len(rows))
-    ax_load.barh(y, [r.get("load_s") or 0 for _, r in rows], color="#636363")
+    ax_load.barh(y, [r.timings.load_s or 0 for _, r in rows], color="#636363")
     ax_load.set_xlabel("model load, s (once per process)")
     ax_load.set_yticks(y, labels)
     ax_load.invert_yaxis()
@@ -172,14 +168,14 @@ def stages(runs: Sequence[Run]) -> str | None:
                 [
                     max(
                         0.0,
-                        float(np.median(r["latency_s"]))
-                        - sum(float(np.median(r["stages_s"].get(s) or [0])) for s in STAGES),
+                        r.timings.latency["median"]
+                        - sum(float(np.median(r.timings.stages_s.get(s) or [0])) for s in STAGES),
                     )
                     for _, r in rows
                 ]
             )
         else:
-            values = np.array([float(np.median(r["stages_s"].get(stage) or [0])) for _, r in rows])
+            values = np.array([float(np.median(r.timings.stages_s.get(stage) or [0])) for _, r in rows])
         ax.barh(y, values, left=left, color=STAGE_COLORS[stage], label=stage.replace("_", " "))
         left += values
     ax.set_xlabel("seconds per call (median over repeats)")
@@ -193,12 +189,12 @@ def steps(runs: Sequence[Run], max_lines: int = 12) -> str | None:
     lines = []
     for run in runs:
         for r in _ok(run):
-            per_repeat = [s for s in r.get("step_s") or [] if s]
+            per_repeat = [s for s in r.timings.step_s if s]
             if not per_repeat:
                 continue
             length = min(len(s) for s in per_repeat)
             median = np.median(np.array([s[:length] for s in per_repeat]), axis=0)
-            name = r["scenario"]["name"] if len(runs) == 1 else f"{r['scenario']['name']} · {run.label}"
+            name = r.name if len(runs) == 1 else f"{r.name} · {run.label}"
             lines.append((name, median))
     if not lines:
         return None
@@ -233,27 +229,21 @@ def steps(runs: Sequence[Run], max_lines: int = 12) -> str | None:
 
 def memory(runs: Sequence[Run]) -> tuple[str | None, str]:
     """Peak VRAM per scenario against common card sizes; host RSS where no GPU was used."""
-    gpu = any((r.get("memory") or {}).get("peak_vram_allocated_mib") for run in runs for r in _ok(run))
+    gpu = any(r.memory and r.memory.peak_vram_allocated_mib for run in runs for r in _ok(run))
+    key = "peak_vram_allocated_mib" if gpu else "peak_rss_mib"
+
+    def value(r: Record) -> float | None:
+        return ((r.memory and getattr(r.memory, key)) or 0) / 1024 or None
+
     if gpu:
-        key, unit = "peak_vram_allocated_mib", "peak VRAM allocated by torch, GiB"
-
-        def value(r):
-            m = r.get("memory") or {}
-            return (m.get(key) or 0) / 1024 or None
-
+        unit = "peak VRAM allocated by torch, GiB"
         lines = [(float(g), f"{g} GB card") for g in CARD_SIZES_GIB]
         note = "GPU memory; dashed lines: common card sizes"
     else:
-        key, unit = "peak_rss_mib", "peak process RSS, GiB (host memory: no GPU in these runs)"
-
-        def value(r):
-            return ((r.get("memory") or {}).get(key) or 0) / 1024 or None
-
+        unit = "peak process RSS, GiB (host memory: no GPU in these runs)"
         lines = []
         note = "host memory: these runs used no GPU"
-    names, series = _per_scenario(
-        runs, value, keep=lambda r: r["status"] == "ok" and not r["scenario"]["vram_budget_gib"]
-    )
+    names, series = _per_scenario(runs, value, keep=lambda r: r.status == "ok" and not r.scenario.vram_budget_gib)
     if not names:
         return None, note
     top = max((v for _, vals in series for v in vals if v), default=0)
@@ -263,10 +253,8 @@ def memory(runs: Sequence[Run]) -> tuple[str | None, str]:
 
 
 def throughput(runs: Sequence[Run]) -> str | None:
-    from suite.results import flatten
-
-    def metric(name):
-        return lambda r: flatten(r)[name] or None
+    def metric(name: str):
+        return lambda r: r.row()[name] or None
 
     names, its = _per_scenario(runs, metric("it_per_s"))
     if not names:
@@ -291,7 +279,7 @@ def throughput(runs: Sequence[Run]) -> str | None:
 
 
 def energy(runs: Sequence[Run]) -> str | None:
-    names, series = _per_scenario(runs, lambda r: (r.get("energy") or {}).get("j_per_image"))
+    names, series = _per_scenario(runs, lambda r: r.energy and r.energy.j_per_image)
     if not any(v for _, vals in series for v in vals):
         return None
     return _svg(
@@ -305,12 +293,12 @@ def energy(runs: Sequence[Run]) -> str | None:
 
 
 def tflops(runs: Sequence[Run]) -> str | None:
-    names, series = _per_scenario(runs, lambda r: (r.get("compute") or {}).get("achieved_tflops"))
+    names, series = _per_scenario(runs, lambda r: r.compute and r.compute.achieved_tflops)
     if not any(v for _, vals in series for v in vals):
         return None
     peaks = []
     for run in runs:
-        used = {r["scenario"]["precision"] for r in _ok(run)}
+        used = {r.scenario.precision for r in _ok(run)}
         for precision, value in (run.environment.get("peak_tflops") or {}).items():
             if value and not math.isnan(value) and precision in used:
                 which = "" if len(runs) == 1 else f" · {run.environment.get('run_id', run.path.name)}"

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from suite import stability
 from suite.measure.bootstrap import ratio_interval
+from suite.record import Record
 from suite.report.runs import Run
 
 MIN_REPEATS = 2
@@ -54,36 +54,29 @@ def compare_latency(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]], 
     return Comparison(name, ma, mb, ratio, low, high, verdict)
 
 
-def per_image_s(record: dict) -> list[list[float]]:
-    """A record's measured latencies per image (a batch's call divided by its batch), per process."""
-    return [[t / record["scenario"]["batch"] for t in g] for g in stability.groups(record)]
-
-
 def compare_runs(a: Run, b: Run) -> list[Comparison]:
     """Per-image latency of every scenario the two runs share, in a's order."""
-    b_by_name = {r["scenario"]["name"]: r for r in b.records}
+    b_by_name = b.by_name()
     out = []
     for ra in a.records:
-        name = ra["scenario"]["name"]
-        rb = b_by_name.get(name)
+        rb = b_by_name.get(ra.name)
         if rb is None:
             continue
-        if ra["status"] != "ok" or rb["status"] != "ok":
-            out.append(Comparison(name, None, None, None, None, None, f"{ra['status']} vs {rb['status']}"))
+        if ra.status != "ok" or rb.status != "ok":
+            out.append(Comparison(ra.name, None, None, None, None, None, f"{ra.status} vs {rb.status}"))
             continue
-        comparison = compare_latency(per_image_s(ra), per_image_s(rb), name)
+        comparison = compare_latency(ra.per_image_groups(), rb.per_image_groups(), ra.name)
         comparison.note = unstable_note(ra, rb)
         out.append(comparison)
     return out
 
 
-def unstable_note(ra: dict, rb: dict) -> str:
+def unstable_note(ra: Record, rb: Record) -> str:
     """'A unstable: why; B unstable: why' for the sides that are, '' when both are stable."""
     notes = []
     for side, record in (("A", ra), ("B", rb)):
-        verdict = stability.judge(record)
-        if verdict.stability == "unstable":
-            notes.append(f"{side} unstable: {verdict.reason}")
+        if record.verdict.stability == "unstable":
+            notes.append(f"{side} unstable: {record.verdict.reason}")
     return "; ".join(notes)
 
 

@@ -19,12 +19,14 @@ from typing import Any, BinaryIO
 
 from suite import __version__
 from suite.audit.defaults import DEFAULT_ALPHA, MAX_PIXELS
+from suite.record import FINGERPRINT, Record
 from suite.report import capacity, charts, speedups, sweeps, trust
 from suite.report.checks import MarkCheck, audit_image, file_verdict, mark_check, summarise_audit
 from suite.report.compare import compare_runs
 from suite.report.markup import badge, e, fmt, page, quality_cell, svg_figure, table, td
 from suite.report.runs import Run
 from suite.safe_files import is_regular_file
+from suite.spreadsheet import restore
 
 THUMBNAIL_PX = 160
 
@@ -66,24 +68,6 @@ def image_pool() -> ThreadPoolExecutor:
 
 # ---- bench runs ---------------------------------------------------------------------------------
 
-MACHINE_FIELDS = (
-    ("cpu", "CPU"),
-    ("cpu_cores", "cores"),
-    ("ram_gib", "RAM, GiB"),
-    ("gpu", "GPU"),
-    ("gpu_vram_gib", "VRAM, GiB"),
-    ("driver", "driver"),
-    ("cuda", "CUDA"),
-    ("compute_capability", "compute capability"),
-    ("torch", "torch"),
-    ("diffusers", "diffusers"),
-    ("transformers", "transformers"),
-    ("python", "Python"),
-    ("os", "OS"),
-    ("suite_version", "sdsuite"),
-    ("git_sha", "git"),
-)
-
 
 def machine_card(run: Run) -> str:
     env = run.environment
@@ -93,7 +77,7 @@ def machine_card(run: Run) -> str:
         ("profile", env.get("profile", "")),
         ("started", env.get("started_at", "")),
     ]
-    items += [(label, fp.get(key)) for key, label in MACHINE_FIELDS if fp.get(key) not in (None, "")]
+    items += [(label, fp.get(key)) for key, label in FINGERPRINT if fp.get(key) not in (None, "")]
     peaks = env.get("peak_tflops") or {}
     if peaks:
         items.append(("measured peak", ", ".join(f"{k} {v:.3g} TFLOP/s" for k, v in peaks.items() if v)))
@@ -103,9 +87,7 @@ def machine_card(run: Run) -> str:
     synthetic = all(s in ("synthetic", "tiny") for s in sources) if sources else True
     kind = "synthetic weights" if synthetic else "real weights"
     weights = f'<span class="badge {"synthetic" if synthetic else "real"}">{e(kind)}</span> {e(", ".join(sources))}'
-    counts: dict[str, int] = {}
-    for r in run.records:
-        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    counts = Counter(r.status for r in run.records)
     summary = " ".join(f"<span>{badge(k)} {n}</span>" for k, n in sorted(counts.items()))
     dl = "".join(f"<dt>{e(k)}</dt><dd>{e(v)}</dd>" for k, v in items)
     return (
@@ -165,8 +147,7 @@ def scenario_rows(runs: Sequence[Run]) -> list[str]:
             cells = []
             for key, _, numeric in SCENARIO_COLUMNS:
                 value = row.get(key)
-                if isinstance(value, str) and value.startswith("'"):
-                    value = value[1:]  # the CSV's spreadsheet guard, not part of the text
+                value = restore(value)  # the CSV's spreadsheet guard is not part of the text
                 if key == "status":
                     cells.append(f'<td data-v="{e(value)}">{badge(value)}</td>')
                 elif key == "quality":
@@ -187,12 +168,12 @@ def budget_table(runs: Sequence[Run]) -> str:
     budgets: set[float] = set()
     for run in runs:
         for r in run.records:
-            budget = r["scenario"]["vram_budget_gib"]
+            s = r.scenario
+            budget = s.vram_budget_gib
             if not budget:
                 continue
-            s = r["scenario"]
-            base = f"{s['model']} {s['width']}x{s['height']} {s['precision']} {'+'.join(s['memory_modes'])}"
-            verdict = {"ok": "fits", "oom": "oom"}.get(r["status"], r["status"])
+            base = f"{s.model} {s.width}x{s.height} {s.precision} {s.memory_mode}"
+            verdict = {"ok": "fits", "oom": "oom"}.get(r.status, r.status)
             cells.setdefault((run.label, base), {})[budget] = verdict
             budgets.add(budget)
     if not cells:
@@ -287,25 +268,23 @@ def mark_lines(check: MarkCheck) -> str:
 GRID_LIMIT = 120  # thumbnails in a bench report's image grid
 
 
-def grid_items(runs: Sequence[Run]) -> list[tuple[Run, dict[str, Any], Path]]:
+def grid_items(runs: Sequence[Run]) -> list[tuple[Run, Record, Path]]:
     """Every generated image: its run, its scenario's record and its path."""
-    return [(run, r, run.path / rel) for run in runs for r in run.records for rel in r.get("images") or []]
+    return [(run, r, run.path / rel) for run in runs for r in run.records for rel in r.images]
 
 
-def image_grid(
-    items: Sequence[tuple[Run, dict[str, Any], Path]], checked: Iterator[tuple[str | None, dict[str, Any]]]
-) -> str:
+def image_grid(items: Sequence[tuple[Run, Record, Path]], checked: Iterator[tuple[str | None, dict[str, Any]]]) -> str:
     """Thumbnails with their watermark check; `checked` yields `_tile_data` of the first GRID_LIMIT items."""
     if not items:
         return '<p class="note">No images were generated in these runs.</p>'
     shown = items[:GRID_LIMIT]
     tiles, verdicts = [], Counter()
     for (run, r, path), (uri, audit) in zip(shown, checked, strict=True):
-        check = mark_check(audit, (r.get("watermark") or {}).get("scheme", "none"))
+        check = mark_check(audit, (r.watermark or {}).get("scheme", "none"))
         verdicts[check.verdict] += 1
         img = f'<img src="{uri}" alt="{e(path.name)}">' if uri else '<p class="note">unreadable</p>'
         tiles.append(
-            f'<div class="tile">{img}<div><b>{e(r["scenario"]["name"])}</b></div>'
+            f'<div class="tile">{img}<div><b>{e(r.name)}</b></div>'
             f"<div>{e(run.environment.get('run_id', ''))}</div>{mark_lines(check)}</div>"
         )
     left = len(items) - len(shown)

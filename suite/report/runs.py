@@ -1,19 +1,25 @@
-"""A bench run as the report sees it: its environment, its records and their flat rows."""
+"""A bench run as the report sees it: its environment and its typed records."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from suite.results import flatten, load_environment, load_records
+from suite.record import Record
+from suite.results import ResultsStore, load_environment
 
 
 @dataclass
 class Run:
     path: Path
     environment: dict[str, Any]
-    records: list[dict[str, Any]]
+    records: list[Record]
+
+    def __post_init__(self) -> None:
+        """Records given as JSON (as results.jsonl holds them) are typed here."""
+        self.records = [r if isinstance(r, Record) else Record.from_json(r) for r in self.records]
 
     @property
     def label(self) -> str:
@@ -24,15 +30,19 @@ class Run:
 
     @property
     def rows(self) -> list[dict[str, Any]]:
-        return [flatten(r) for r in self.records]
+        return [r.row() for r in self.records]
 
     @property
     def weight_sources(self) -> list[str]:
-        return sorted({(r.get("weights") or {}).get("source", "") for r in self.records} - {""})
+        return sorted({(r.weights or {}).get("source", "") for r in self.records} - {""})
+
+    def by_name(self, keep=lambda r: True) -> Mapping[str, Record]:
+        """The records that `keep` keeps, by scenario name."""
+        return {r.name: r for r in self.records if keep(r)}
 
 
 def load_run(path: str | Path) -> Run:
     path = Path(path)
     if not (path / "results.jsonl").exists():
         raise FileNotFoundError(f"{path}: not a bench run directory (no results.jsonl)")
-    return Run(path, load_environment(path), load_records(path))
+    return Run(path, load_environment(path), ResultsStore(path).typed_records())

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from suite.report.compare import compare_latency, per_image_s
+from suite.record import QUALITY_MIN_PSNR_DB
+from suite.report.compare import compare_latency
 from suite.report.markup import badge, e, quality_cell, table, td
 from suite.report.runs import Run
-from suite.results import flatten
-from suite.worker import QUALITY_MIN_PSNR_DB
 
 HEADERS = (
     ("run", False),
@@ -37,15 +36,15 @@ def rows(runs: Sequence[Run]) -> tuple[list[str], int]:
     """The table's rows, and how many configurations were skipped (they are in the scenario table)."""
     out, skipped = [], 0
     for run in runs:
-        by_name = {r["scenario"]["name"]: r for r in run.records}
+        by_name = run.by_name()
         for r in run.records:
-            ref_name = r["scenario"].get("quality_reference")
+            ref_name = r.scenario.quality_reference
             if not ref_name or ref_name not in by_name:
                 continue
-            if r["status"] == "skipped":
+            if r.status == "skipped":
                 skipped += 1
                 continue
-            ref, row = by_name[ref_name], flatten(r)
+            ref, row = by_name[ref_name], r.row()
             cells = [
                 td(run.environment.get("run_id", run.path.name)),
                 td(row["scenario"]),
@@ -54,11 +53,11 @@ def rows(runs: Sequence[Run]) -> tuple[list[str], int]:
                 td(row["techniques"]),
                 td(ref_name),
             ]
-            if r["status"] != "ok" or ref["status"] != "ok":
-                reason = r.get("error") or f"the reference ended with {ref['status']}"
-                cells.append(f'<td colspan="7">{badge(r["status"])} <span class="reason">{e(reason)}</span></td>')
+            if r.status != "ok" or ref.status != "ok":
+                reason = r.error or f"the reference ended with {ref.status}"
+                cells.append(f'<td colspan="7">{badge(r.status)} <span class="reason">{e(reason)}</span></td>')
             else:
-                c = compare_latency(per_image_s(ref), per_image_s(r))
+                c = compare_latency(ref.per_image_groups(), r.per_image_groups())
                 speedup = 1 / c.ratio if c.ratio else None
                 interval = f"{1 / c.high:.2f}–{1 / c.low:.2f}" if c.low and c.high else c.verdict
                 broken = str(row["quality"]).startswith("broken")
@@ -71,7 +70,7 @@ def rows(runs: Sequence[Run]) -> tuple[list[str], int]:
                     quality_cell(row["quality"]),
                     td(row["psnr_db"], True),
                 ]
-            out.append(f'<tr data-status="{e(r["status"])}">{"".join(cells)}</tr>')
+            out.append(f'<tr data-status="{e(r.status)}">{"".join(cells)}</tr>')
     return out, skipped
 
 

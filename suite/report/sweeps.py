@@ -10,11 +10,12 @@ past which time per pixel grows (more than 25 % above its minimum: attention's q
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
+from suite.record import Record
 from suite.report.runs import Run
+from suite.scenario import Scenario
 
 AXES = ("steps", "batch", "resolution")
 KNEE_THROUGHPUT = 0.90  # batch: the knee is the first batch within 10 % of the best images/s
@@ -40,54 +41,50 @@ class Sweep:
         return f"{self.family} · {self.axis}"
 
 
-def _axis_value(s: dict[str, Any], axis: str) -> float | None:
+def _axis_value(s: Scenario, axis: str) -> float | None:
     if axis == "resolution":
-        return float(s["width"]) if s["width"] == s["height"] else None
-    return float(s[axis])
+        return float(s.width) if s.width == s.height else None
+    return float(getattr(s, axis))
 
 
-def _rest(s: dict[str, Any], axis: str) -> str:
+def _rest(s: Scenario, axis: str) -> str:
     varied = {"width", "height"} if axis == "resolution" else {axis}
-    return repr(sorted((k, repr(v)) for k, v in s.items() if k not in varied | _IGNORED))
+    return repr(sorted((k, repr(v)) for k, v in s.to_dict().items() if k not in varied | _IGNORED))
 
 
 def find_sweeps(run: Run, min_points: int = 3) -> list[Sweep]:
-    ok = [
-        r
-        for r in run.records
-        if r["status"] == "ok" and r.get("latency_s") and not r["scenario"].get("search") and not r.get("capacity")
-    ]
-    families: dict[str, list[dict[str, Any]]] = {}
+    ok = [r for r in run.records if r.measured and not r.scenario.search and not r.capacity]
+    families: dict[str, list[Record]] = {}
     for r in ok:
-        families.setdefault(r["scenario"]["family"], []).append(r)
+        families.setdefault(r.scenario.family, []).append(r)
     out = []
     for family, records in families.items():
         for axis in AXES:
-            groups: dict[str, list[dict[str, Any]]] = {}
+            groups: dict[str, list[Record]] = {}
             for r in records:
-                if _axis_value(r["scenario"], axis) is not None:
-                    groups.setdefault(_rest(r["scenario"], axis), []).append(r)
+                if _axis_value(r.scenario, axis) is not None:
+                    groups.setdefault(_rest(r.scenario, axis), []).append(r)
             for group in groups.values():
-                points = sorted({_axis_value(r["scenario"], axis): r for r in group}.items())
+                points = sorted({_axis_value(r.scenario, axis): r for r in group}.items())
                 if len(points) >= min_points:
                     out.append(_sweep(run, family, axis, points))
     return out
 
 
-def _sweep(run: Run, family: str, axis: str, points: list[tuple[float, dict[str, Any]]]) -> Sweep:
-    vram = any((r.get("memory") or {}).get("peak_vram_allocated_mib") for _, r in points)
+def _sweep(run: Run, family: str, axis: str, points: list[tuple[float, Record]]) -> Sweep:
+    vram = any(r.memory and r.memory.peak_vram_allocated_mib for _, r in points)
     key = "peak_vram_allocated_mib" if vram else "peak_rss_mib"
     return Sweep(
         run=run,
         family=family,
         axis=axis,
         x=[x for x, _ in points],
-        latency_s=[float(np.median(r["latency_s"])) for _, r in points],
-        low_s=[float(min(r["latency_s"])) for _, r in points],
-        high_s=[float(max(r["latency_s"])) for _, r in points],
-        memory_mib=[(r.get("memory") or {}).get(key) for _, r in points],
+        latency_s=[r.timings.latency["median"] for _, r in points],
+        low_s=[r.timings.latency["min"] for _, r in points],
+        high_s=[r.timings.latency["max"] for _, r in points],
+        memory_mib=[getattr(r.memory, key) if r.memory else None for _, r in points],
         memory_kind="VRAM" if vram else "RSS",
-        batch=[int(r["scenario"]["batch"]) for _, r in points],
+        batch=[int(r.scenario.batch) for _, r in points],
     )
 
 
