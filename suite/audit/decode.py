@@ -19,12 +19,12 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
-from typing import Literal
 
 import cv2
 import numpy as np
 
-ChannelOrder = Literal["bgr", "rgb"]
+from suite.watermark import ChannelOrder
+
 ORDERS: tuple[ChannelOrder, ...] = ("bgr", "rgb")
 
 SCALE = 36  # the U channel's quantisation step in imwatermark (scales [0, 36, 36])
