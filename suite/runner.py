@@ -66,85 +66,120 @@ class WorkerOutcome:
     phase_budget_s: float | None = None
 
 
-def _kill(proc) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)  # the worker and the sampler it started
-    with contextlib.suppress(ProcessLookupError):
-        proc.kill()
+class DeadlinePassed(Exception):
+    """A worker gave no event, and did not end, before its deadline."""
+
+
+class WorkerProcess:
+    """One worker process: target(*args, [requests,] events, log_path, runner_pid) in its own process group.
+
+    - `receive` waits for its next event up to a deadline; `send` makes a request, where it takes them;
+    - `close` kills it with whatever it started (its sampler) and joins it; `log_tail` is where its traceback is.
+    """
+
+    def __init__(self, target: Callable[..., None], args: tuple, log_path: Path, requests: bool = False):
+        context = worker_context()
+        self.log_path = log_path
+        self._events, events_out = context.Pipe(duplex=False)
+        ends = [events_out]
+        if requests:
+            requests_in, self._requests = context.Pipe(duplex=False)
+            ends.insert(0, requests_in)
+        self._proc = context.Process(target=target, args=(*args, *ends, str(log_path), os.getpid()), daemon=False)
+        self._proc.start()
+        for end in ends:  # the worker's ends: the parent keeps none, so a dead worker reads as EOF
+            end.close()
+
+    @property
+    def alive(self) -> bool:
+        return self._proc.is_alive()
+
+    @property
+    def exitcode(self) -> int | None:
+        return self._proc.exitcode
+
+    def send(self, request: Any) -> None:
+        """A request to the worker; OSError when it is gone."""
+        self._requests.send(request)
+
+    def receive(self, deadline: float) -> dict[str, Any] | None:
+        """The worker's next event; None once it has closed its end or died; DeadlinePassed at `deadline`
+        (time.monotonic())."""
+        while True:
+            now = time.monotonic()
+            if now >= deadline:
+                raise DeadlinePassed
+            ready = wait([self._events, self._proc.sentinel], timeout=min(deadline - now, 1.0))
+            if self._events in ready:
+                try:
+                    return self._events.recv()
+                except EOFError:
+                    return None
+            if self._proc.sentinel in ready and not self._events.poll():
+                return None
+
+    def wait_exit(self, deadline: float) -> None:
+        """Until the worker has exited; DeadlinePassed at `deadline`."""
+        while self.alive:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise DeadlinePassed
+            self._proc.join(timeout=min(remaining, 1.0))
+
+    def close(self, wait_s: float = 0.0) -> None:
+        """Wait up to `wait_s` for the worker to end, then kill its process group (a sampler it left
+        behind too) and reap it."""
+        self._proc.join(timeout=wait_s)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._proc.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            self._proc.kill()
+        self._proc.join()
+        self._events.close()
+
+    def log_tail(self) -> str:
+        """The last lines the worker wrote to its log (where its traceback is)."""
+        path = self.log_path
+        text = path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
+        return "\n".join(text.splitlines()[-LOG_TAIL_LINES:])
+
+    def outcome(self, timed_out: bool, last_event: dict[str, Any] | None, phase_budget_s: float | None = None):
+        return WorkerOutcome(self.exitcode, timed_out, last_event, self.log_tail(), phase_budget_s)
 
 
 def run_process(
     target, args: tuple, log_path: Path, timeout_s: float, on_event: Callable[[dict], None] = lambda e: None
 ) -> WorkerOutcome:
-    """Run target(*args, channel, log_path, runner_pid) in a worker; relay its events; kill it at the deadline.
+    """Run target(*args, events, log_path, runner_pid) in a worker to its end; relay its events; kill it at
+    the deadline.
 
     An event with `budget_s` gives its phase a deadline of its own (torch.compile's first call), which
     holds until an event of another phase arrives.
     """
-    context = worker_context()
-    receiver, sender = context.Pipe(duplex=False)
-    proc = context.Process(target=target, args=(*args, sender, str(log_path), os.getpid()), daemon=False)
-    proc.start()
-    sender.close()
+    worker = WorkerProcess(target, args, log_path)
     deadline = time.monotonic() + timeout_s
     phase_budget: tuple[str, float, float] | None = None  # (phase, its budget in s, its deadline)
-    timed_out = False
-    expired_budget = None
     last_event = None
-    open_channel = True
-    while proc.is_alive() or open_channel:
-        now = time.monotonic()
-        limit = min(deadline, phase_budget[2]) if phase_budget else deadline
-        if now >= limit:
-            timed_out = True
-            expired_budget = phase_budget[1] if phase_budget and phase_budget[2] < deadline else None
-            _kill(proc)
-            break
-        ready = wait([receiver, proc.sentinel] if open_channel else [proc.sentinel], timeout=min(limit - now, 1.0))
-        if receiver in ready:
-            try:
-                last_event = receiver.recv()
-            except EOFError:
-                open_channel = False
-            else:
-                if "budget_s" in last_event:
-                    budget = float(last_event["budget_s"])
-                    phase_budget = (last_event.get("phase", ""), budget, time.monotonic() + budget)
-                elif phase_budget and last_event.get("phase") != phase_budget[0]:
-                    phase_budget = None
-                on_event(last_event)
-        elif proc.sentinel in ready and not receiver.poll():
-            open_channel = False
-    proc.join()
-    receiver.close()
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)  # a sampler the worker left behind
-    return WorkerOutcome(proc.exitcode, timed_out, last_event, log_tail(log_path), expired_budget)
+    try:
+        while (event := worker.receive(min(deadline, phase_budget[2]) if phase_budget else deadline)) is not None:
+            last_event = event
+            if "budget_s" in event:
+                budget = float(event["budget_s"])
+                phase_budget = (event.get("phase", ""), budget, time.monotonic() + budget)
+            elif phase_budget and event.get("phase") != phase_budget[0]:
+                phase_budget = None
+            on_event(event)
+        worker.wait_exit(deadline)
+    except DeadlinePassed:
+        worker.close()
+        expired = phase_budget[1] if phase_budget and phase_budget[2] < deadline else None
+        return worker.outcome(True, last_event, expired)
+    worker.close()
+    return worker.outcome(False, last_event)
 
 
-def log_tail(log_path: Path) -> str:
-    """The last lines a worker wrote to its log (where its traceback is)."""
-    text = log_path.read_text(encoding="utf-8", errors="replace") if log_path.exists() else ""
-    return "\n".join(text.splitlines()[-LOG_TAIL_LINES:])
-
-
-def run_worker(
-    job: dict[str, Any], work_dir: Path, log_path: Path, timeout_s: float, on_event: Callable[[dict], None]
-) -> tuple[dict[str, Any] | None, WorkerOutcome]:
-    """One scenario's worker: its result record (None if it died without one) and how it ended."""
-    job_path = work_dir / f"{job['scenario']['name']}.job.json"
-    result_path = work_dir / f"{job['scenario']['name']}.result.json"
-    result_path.unlink(missing_ok=True)
-    job_path.write_text(json.dumps({**job, "result": str(result_path)}))
-    outcome = run_process(worker.child_main, (str(job_path),), log_path, timeout_s, on_event)
-    result = json.loads(result_path.read_text()) if result_path.exists() and not outcome.timed_out else None
-    return result, outcome
-
-
-def outcome_record(result: dict[str, Any] | None, outcome: WorkerOutcome, timeout_s: float) -> dict[str, Any]:
-    """The worker's record, or one that says why there is none."""
-    if result is not None:
-        return result
+def outcome_record(outcome: WorkerOutcome, timeout_s: float) -> dict[str, Any]:
+    """The record of a worker that gave none: why."""
     if outcome.timed_out:
         where = ""
         if outcome.last_event:
@@ -177,67 +212,46 @@ class ProbeServer:
     """
 
     def __init__(self, key: str, job: dict[str, Any], job_path: Path, log_path: Path):
-        context = worker_context()
         self.key = key
-        self.log_path = log_path
-        requests_in, self._requests = context.Pipe(duplex=False)
-        self._events, events_out = context.Pipe(duplex=False)
         job_path.write_text(json.dumps(job))
-        self._proc = context.Process(
-            target=probe_worker.child_prober,
-            args=(str(job_path), requests_in, events_out, str(log_path), os.getpid()),
-            daemon=False,
-        )
-        self._proc.start()
-        requests_in.close()
-        events_out.close()
+        self._worker = WorkerProcess(probe_worker.child_prober, (str(job_path),), log_path, requests=True)
         self._closing = False
 
     @property
     def alive(self) -> bool:
-        return not self._closing and self._proc.is_alive()
+        return not self._closing and self._worker.alive
 
     def probe(self, p: Scenario, timeout_s: float, on_event: Callable[[dict], None]) -> dict[str, Any]:
         """The probe's record, or one that says why the worker gave none (it is then closed)."""
         last_event = None
         deadline = time.monotonic() + timeout_s
         try:
-            self._requests.send(p.to_dict())
+            self._worker.send(p.to_dict())
         except OSError:
             return self._ended(last_event, False, timeout_s)
-        while True:
-            now = time.monotonic()
-            if now >= deadline:
-                return self._ended(last_event, True, timeout_s)
-            ready = wait([self._events, self._proc.sentinel], timeout=min(deadline - now, 1.0))
-            if self._events in ready:
-                try:
-                    event = self._events.recv()
-                except EOFError:
-                    return self._ended(last_event, False, timeout_s)
+        try:
+            while (event := self._worker.receive(deadline)) is not None:
                 if "probe" in event:
                     if event.get("closing"):
                         self.close()
                     return event["probe"]
                 last_event = event
                 on_event(event)
-            elif self._proc.sentinel in ready and not self._events.poll():
-                return self._ended(last_event, False, timeout_s)
+        except DeadlinePassed:
+            return self._ended(last_event, True, timeout_s)
+        return self._ended(last_event, False, timeout_s)
 
     def _ended(self, last_event: dict | None, timed_out: bool, timeout_s: float) -> dict[str, Any]:
         self.close(wait_s=0.0)
-        outcome = WorkerOutcome(self._proc.exitcode, timed_out, last_event, log_tail(self.log_path))
-        return outcome_record(None, outcome, timeout_s)
+        return outcome_record(self._worker.outcome(timed_out, last_event), timeout_s)
 
     def close(self, wait_s: float = 10.0) -> None:
         """Ask the worker to stop; kill it (and whatever it started) if it has not within `wait_s`."""
         if not self._closing:
             self._closing = True
             with contextlib.suppress(OSError):
-                self._requests.send(None)
-        self._proc.join(timeout=wait_s)
-        _kill(self._proc)
-        self._proc.join()
+                self._worker.send(None)
+        self._worker.close(wait_s)
 
 
 class ServerSlot:
@@ -303,6 +317,8 @@ class Runner:
         probe_servers: int = 1,
     ):
         self.store = ResultsStore(run_dir)
+        self.work_dir = self.store.run_dir / "work"  # jobs and results passed to and from workers
+        self.logs = self.store.run_dir / "logs"  # what each worker printed
         self.environment = environment
         self.on_start, self.on_event, self.on_done = on_start, on_event, on_done
         self.timeout_s = timeout_s
@@ -319,10 +335,8 @@ class Runner:
     def run(self, scenarios: list[Scenario]) -> list[dict[str, Any]]:
         """Run what is not done yet; returns the CSV rows of this invocation, in the order they finished."""
         self.store.open()
-        work_dir = self.store.run_dir / "work"
-        logs = self.store.run_dir / "logs"
-        work_dir.mkdir(exist_ok=True)
-        logs.mkdir(exist_ok=True)
+        self.work_dir.mkdir(exist_ok=True)
+        self.logs.mkdir(exist_ok=True)
         earlier = self.store.records()
         done = {r["scenario"]["name"] for r in earlier}
         for record in earlier:
@@ -333,12 +347,12 @@ class Runner:
         rows: list[dict[str, Any]] = []
         for stretch in stretches(todo, self.probe_servers > 1):
             if len(stretch) == 1:
-                self._run_in_turn(stretch[0], work_dir, logs, rows)
+                self._run_in_turn(stretch[0], rows)
             else:
-                self._run_side_by_side(stretch, work_dir, logs, rows)
+                self._run_side_by_side(stretch, rows)
         return rows
 
-    def _run_in_turn(self, group: list[Scenario], work_dir: Path, logs: Path, rows: list[dict[str, Any]]) -> None:
+    def _run_in_turn(self, group: list[Scenario], rows: list[dict[str, Any]]) -> None:
         """One scenario after another, the searches' probes from one slot's server."""
         slot = ServerSlot()
         with self._lock:
@@ -350,7 +364,7 @@ class Runner:
                 with self._lock:
                     self._started += 1
                     self.on_start(self._started, self._total, scenario)
-                record = self.run_one(scenario, work_dir, logs, slot)
+                record = self.record_of(scenario, slot)
                 with self._lock:
                     if self._stopping.is_set():  # cut short by the stop: --resume runs it again
                         return
@@ -361,13 +375,11 @@ class Runner:
                 self._slots.discard(slot)
             slot.close()
 
-    def _run_side_by_side(
-        self, groups: list[list[Scenario]], work_dir: Path, logs: Path, rows: list[dict[str, Any]]
-    ) -> None:
+    def _run_side_by_side(self, groups: list[list[Scenario]], rows: list[dict[str, Any]]) -> None:
         """Each group in its own thread, up to `probe_servers` at once. On an interrupt every server is
         killed and what was in flight is dropped, not recorded as failed."""
         pool = ThreadPoolExecutor(max_workers=self.probe_servers, thread_name_prefix="searches")
-        futures = [pool.submit(self._run_in_turn, group, work_dir, logs, rows) for group in groups]
+        futures = [pool.submit(self._run_in_turn, group, rows) for group in groups]
         try:
             for future in as_completed(futures):
                 future.result()
@@ -381,16 +393,17 @@ class Runner:
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
-    def run_one(self, scenario: Scenario, work_dir: Path, logs: Path, slot: ServerSlot) -> dict[str, Any]:
+    def record_of(self, scenario: Scenario, slot: ServerSlot) -> dict[str, Any]:
+        """The scenario's one record, whatever happens: skipped, searched, or timed in fresh workers."""
         started = time.time()
         timeout = self.timeout_s or scenario.timeout_s
         skip = skip_reason(scenario)
         if skip:
             body: dict[str, Any] = {"status": "skipped", "error": skip}
         elif scenario.search:
-            body = self.search(scenario, work_dir, logs, timeout, slot)
+            body = self.search(scenario, timeout, slot)
         else:
-            body = self.worker_record(scenario, work_dir, logs, timeout)
+            body = self.timed_record(scenario, timeout)
         return {
             "schema_version": SCHEMA_VERSION,
             "run_id": self.environment["run_id"],
@@ -401,26 +414,29 @@ class Runner:
             "fingerprint": self.environment.get("fingerprint", {}),
         }
 
-    def worker_record(self, scenario: Scenario, work_dir: Path, logs: Path, timeout: float) -> dict[str, Any]:
+    def timed_record(self, scenario: Scenario, timeout: float) -> dict[str, Any]:
         """`scenario.processes` fresh workers, one after another (each with the whole timeout): one
         record of them all (suite.processes), or one that says why there is none."""
         n = scenario.processes
+        job_path = self.work_dir / f"{scenario.name}.job.json"
+        result_path = self.work_dir / f"{scenario.name}.result.json"
         records = []
         for i in range(n):
 
             def relay(e: dict[str, Any], i: int = i) -> None:
                 self._event(scenario, {**e, "process": i + 1, "processes": n} if n > 1 else e)
 
-            log = logs / (f"{scenario.name}.log" if i == 0 else f"{scenario.name}.p{i + 1}.log")
-            result, outcome = run_worker({**self._job(scenario), "process": i}, work_dir, log, timeout, relay)
-            records.append(outcome_record(result, outcome, timeout))
+            log = self.logs / (f"{scenario.name}.log" if i == 0 else f"{scenario.name}.p{i + 1}.log")
+            result_path.unlink(missing_ok=True)
+            job_path.write_text(json.dumps({**self._job(scenario), "process": i, "result": str(result_path)}))
+            outcome = run_process(worker.child_main, (str(job_path),), log, timeout, relay)
+            finished = result_path.exists() and not outcome.timed_out
+            records.append(json.loads(result_path.read_text()) if finished else outcome_record(outcome, timeout))
             if records[-1]["status"] != "ok" or self._stopping.is_set():
                 break
         return processes.merge(records, n)
 
-    def search(
-        self, scenario: Scenario, work_dir: Path, logs: Path, timeout: float, slot: ServerSlot
-    ) -> dict[str, Any]:
+    def search(self, scenario: Scenario, timeout: float, slot: ServerSlot) -> dict[str, Any]:
         """A capacity search, its probes answered by the probe server of their configuration."""
 
         def probe(p: Scenario) -> dict[str, Any]:
@@ -428,7 +444,7 @@ class Runner:
                 return {"status": "error", "error": "the run was stopped"}
             label = p.name.rsplit(".probe-", 1)[1]
             self._event(scenario, {"phase": f"probe {label}"})
-            record = self.probe_record(p, scenario, work_dir, logs, timeout, slot)
+            record = self.probe_record(p, scenario, timeout, slot)
             verdict = {"ok": "fits", "oom": "out of memory"}.get(record["status"], record["status"])
             self._event(scenario, {"phase": f"probe {label}: {verdict}"})
             return record
@@ -439,9 +455,7 @@ class Runner:
             body["capacity"]["probe_servers"] = self.probe_servers
         return body
 
-    def probe_record(
-        self, p: Scenario, search: Scenario, work_dir: Path, logs: Path, timeout: float, slot: ServerSlot
-    ) -> dict[str, Any]:
+    def probe_record(self, p: Scenario, search: Scenario, timeout: float, slot: ServerSlot) -> dict[str, Any]:
         """One probe, from the slot's server if it serves this configuration, else from a fresh one."""
         key = capacity.configuration(p)
         server = slot.server_for(
@@ -449,8 +463,8 @@ class Runner:
             lambda: ProbeServer(
                 key,
                 {**self._job(p), "side_by_side": self.probe_servers > 1},
-                work_dir / f"{p.name}.job.json",
-                logs / f"{p.name}.log",
+                self.work_dir / f"{p.name}.job.json",
+                self.logs / f"{p.name}.log",
             ),
         )
         record = server.probe(p, timeout, lambda e: self._event(search, e))

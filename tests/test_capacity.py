@@ -212,7 +212,7 @@ search_max = 24
     monkeypatch.setattr(runner, "skip_reason", lambda s: None)
     seen = []
 
-    def probe_worker(self, scenario, search, work_dir, logs, timeout, slot):
+    def probe_worker(self, scenario, search, timeout, slot):
         seen.append((scenario.name, search.name))
         return _memory_model(scenario)
 
@@ -405,11 +405,11 @@ def test_timed_scenarios_never_run_beside_searches(tmp_path, monkeypatch):
     _fake_servers(monkeypatch, during=during)
     timed = []
 
-    def worker_record(self, scenario, work_dir, logs, timeout):
+    def timed_record(self, scenario, timeout):
         timed.append(list(probing))
         return {"status": "ok", "latency_s": [1.0]}
 
-    monkeypatch.setattr(runner.Runner, "worker_record", worker_record)
+    monkeypatch.setattr(runner.Runner, "timed_record", timed_record)
     searches = parse(_MAX_BATCHES.format(name="batch"))
     plain = Scenario(name="timed", model="sd-v1", device="cuda")
     later = replace(searches[0], name="later", memory_modes=("vae-slicing",))
