@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from suite.scenario import Scenario
+from suite.scenario import LABELS, Scenario
 
 DEFAULT_MAX_BATCH = 64
 DEFAULT_MAX_RESOLUTION = 2048
@@ -31,8 +31,6 @@ UNITS = {"max-batch": "images", "max-resolution": "pixels (square)", "min-budget
 MIB_PER_GIB = 1024.0
 # what tells the probes of one configuration apart
 _PROBED = ("batch", "width", "height", "vram_budget_gib")
-# what does not change what a probe computes
-_LABELS = ("name", "family", "description", "tags", "timeout_s")
 
 
 def candidates(s: Scenario, device_gib: float | None) -> list[float]:
@@ -71,7 +69,7 @@ def probe_scenario(s: Scenario, value: float) -> Scenario:
 def configuration(p: Scenario) -> str:
     """What a probe loads and runs, less what probes of it vary: probes with equal keys share a pipeline."""
     d = p.to_dict()
-    return repr(sorted((k, v) for k, v in d.items() if k not in _PROBED + _LABELS))
+    return repr(sorted((k, v) for k, v in d.items() if k not in _PROBED + LABELS))
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,9 @@ from __future__ import annotations
 import itertools
 import re
 import sys
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import Field, asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, get_origin, get_type_hints
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -60,12 +60,16 @@ class ScenarioError(ValueError):
     """A scenario file that cannot be run as written; the message says where and why."""
 
 
+# field metadata: `label`, it changes nothing that is computed; `toml`, the types a file may give it
+_LABEL = {"label": True}
+
+
 @dataclass(frozen=True)
 class Scenario:
-    name: str
+    name: str = field(metadata=_LABEL)
     model: str
     task: str = "txt2img"
-    family: str = ""
+    family: str = field(default="", metadata=_LABEL)
     sampler: str = "pndm"
     width: int = 512
     height: int = 512
@@ -73,7 +77,7 @@ class Scenario:
     batch: int = 1
     device: str = "auto"
     precision: str = "fp32"
-    memory_modes: tuple[str, ...] = ("none",)
+    memory_modes: tuple[str, ...] = field(default=("none",), metadata={"toml": (list, str)})
     weights: str = "synthetic"
     watermark: str = "auto"
     prompt: str = "a brush-wielding hamster, oil painting"
@@ -89,10 +93,10 @@ class Scenario:
     # process to the next (memory layout, thread placement) is only seen across processes
     processes: int = 1
     memory_sampling: str = "auto"
-    timeout_s: float = 3600.0
+    timeout_s: float = field(default=3600.0, metadata=_LABEL)
     vram_budget_gib: float = 0.0
-    description: str = ""
-    tags: tuple[str, ...] = field(default_factory=tuple)
+    description: str = field(default="", metadata=_LABEL)
+    tags: tuple[str, ...] = field(default_factory=tuple, metadata=_LABEL)
     # speed techniques (the `fast` profile); all off by default, each recorded with the result
     channels_last: bool = False
     fuse_qkv: bool = False
@@ -112,7 +116,7 @@ class Scenario:
     search_max: float = 0.0
     probe_isolation: str = "checked"
     # another scenario of the same file whose first image is the reference for a quality check
-    quality_reference: str = ""
+    quality_reference: str = field(default="", metadata=_LABEL)
 
     @property
     def techniques(self) -> str:
@@ -161,51 +165,20 @@ class Scenario:
         return cls(**data)
 
 
-_FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
-    "name": str,
-    "model": str,
-    "task": str,
-    "family": str,
-    "sampler": str,
-    "width": int,
-    "height": int,
-    "steps": int,
-    "batch": int,
-    "device": str,
-    "precision": str,
-    "memory_modes": (list, str),
-    "weights": str,
-    "watermark": str,
-    "prompt": str,
-    "negative_prompt": str,
-    "guidance_scale": (int, float),
-    "strength": (int, float),
-    "noise_level": int,
-    "init_image": str,
-    "seed": int,
-    "repeats": int,
-    "warmup": int,
-    "processes": int,
-    "memory_sampling": str,
-    "timeout_s": (int, float),
-    "vram_budget_gib": (int, float),
-    "description": str,
-    "tags": list,
-    "channels_last": bool,
-    "fuse_qkv": bool,
-    "sdpa_backend": str,
-    "cudnn_benchmark": bool,
-    "compile": str,
-    "compile_targets": list,
-    "compile_freeze": bool,
-    "threads": int,
-    "compile_timeout_s": (int, float),
-    "requires": list,
-    "search": str,
-    "search_max": (int, float),
-    "probe_isolation": str,
-    "quality_reference": str,
-}
+def _toml_types(f: Field) -> type | tuple[type, ...]:
+    """What a TOML value of the field may be: its own type, a list for a tuple, any number for a float."""
+    if "toml" in f.metadata:
+        return f.metadata["toml"]
+    hint = _HINTS[f.name]
+    if get_origin(hint) is tuple:
+        return list
+    return (int, float) if hint is float else hint
+
+
+_HINTS = get_type_hints(Scenario)
+_FIELD_TYPES: dict[str, type | tuple[type, ...]] = {f.name: _toml_types(f) for f in fields(Scenario)}
+# what names or describes a scenario without changing what it computes (a probe's configuration, a sweep's points)
+LABELS = tuple(f.name for f in fields(Scenario) if f.metadata.get("label"))
 # Matrix keys may use the singular, which reads better in a file: memory_mode = ["a", "b"].
 _ALIASES = {"memory_mode": "memory_modes"}
 # `size = 512` sets width and height together (a square image), in an entry or a matrix.

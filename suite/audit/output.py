@@ -12,9 +12,9 @@ import csv
 import json
 from typing import Any, Protocol, TextIO
 
+from suite.spreadsheet import neutralise
+
 FORMATS = ("table", "jsonl", "csv", "json")
-# Leading characters that make a spreadsheet cell a formula (OWASP "CSV injection").
-_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 
 class Writer(Protocol):
@@ -26,13 +26,6 @@ class Writer(Protocol):
 def printable(text: str) -> str:
     """Escape control characters so untrusted names cannot drive the terminal."""
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-
-
-def neutralise(cell: Any) -> Any:
-    """Prefix a text cell that a spreadsheet would evaluate with a quote, which shows it as text."""
-    if isinstance(cell, str) and cell.startswith(_FORMULA_PREFIXES):
-        return "'" + cell
-    return cell
 
 
 class JsonLinesWriter:

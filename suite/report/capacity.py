@@ -53,7 +53,7 @@ CLAIMS = (
 def verdict(fits: bool, label: str = "") -> str:
     """The fits / oom badge (green / red), with its own label where given."""
     text = label or ("fits" if fits else "oom")
-    return f'<span class="badge {"v-fits" if fits else "v-oom"}">{e(text)}</span>'
+    return badge(text, "v-fits" if fits else "v-oom")
 
 
 def _config(s: Scenario, searched: str = "") -> str:

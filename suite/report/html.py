@@ -19,7 +19,7 @@ from typing import Any, BinaryIO
 
 from suite import __version__
 from suite.audit.defaults import DEFAULT_ALPHA, MAX_PIXELS
-from suite.record import FINGERPRINT, Record
+from suite.record import FINGERPRINT, STATUSES, Record
 from suite.report import capacity, charts, speedups, sweeps, trust
 from suite.report.checks import MarkCheck, audit_image, file_verdict, mark_check, summarise_audit
 from suite.report.compare import compare_runs
@@ -86,7 +86,7 @@ def machine_card(run: Run) -> str:
     sources = run.weight_sources
     synthetic = all(s in ("synthetic", "tiny") for s in sources) if sources else True
     kind = "synthetic weights" if synthetic else "real weights"
-    weights = f'<span class="badge {"synthetic" if synthetic else "real"}">{e(kind)}</span> {e(", ".join(sources))}'
+    weights = f"{badge(kind, 'synthetic' if synthetic else 'real')} {e(', '.join(sources))}"
     counts = Counter(r.status for r in run.records)
     summary = " ".join(f"<span>{badge(k)} {n}</span>" for k, n in sorted(counts.items()))
     dl = "".join(f"<dt>{e(k)}</dt><dd>{e(v)}</dd>" for k, v in items)
@@ -186,7 +186,7 @@ def budget_table(runs: Sequence[Run]) -> str:
         for b in order:
             v = verdicts.get(b, "")
             cls = {"fits": "v-fits", "oom": "v-oom"}.get(v, "s-skipped")
-            tds.append(f'<td><span class="badge {cls}">{e(v)}</span></td>' if v else "<td></td>")
+            tds.append(f"<td>{badge(v, cls)}</td>" if v else "<td></td>")
         body.append(f"<tr><td>{e(label)}</td><td>{e(base)}</td>{''.join(tds)}</tr>")
     return (
         '<div class="tablewrap"><table><thead><tr><th>run</th><th>configuration</th>'
@@ -249,9 +249,11 @@ MARK_BADGES = {"as embedded": "v-fits", "too small": "s-skipped", "unreadable": 
 
 def mark_lines(check: MarkCheck) -> str:
     """The tile's watermark check: verdict, what was embedded and found, p-value, message match."""
-    badge = f'<span class="badge {MARK_BADGES.get(check.verdict, "v-oom")}">{e(check.verdict)}</span>'
     found = ", ".join(scheme for scheme, _ in check.found) or "none"
-    lines = [badge, f"embedded {e(check.embedded)} · found {e(found)}"]
+    lines = [
+        badge(check.verdict, MARK_BADGES.get(check.verdict, "v-oom")),
+        f"embedded {e(check.embedded)} · found {e(found)}",
+    ]
     if check.status != "ok":
         lines.append(e(check.error))
     elif check.p_value is not None:
@@ -289,9 +291,7 @@ def image_grid(items: Sequence[tuple[Run, Record, Path]], checked: Iterator[tupl
         )
     left = len(items) - len(shown)
     more = f'<p class="note">{left} more image(s) not shown.</p>' if left else ""
-    counts = " ".join(
-        f'<span><span class="badge {MARK_BADGES.get(v, "v-oom")}">{e(v)}</span> {n}</span>' for v, n in verdicts.items()
-    )
+    counts = " ".join(f"<span>{badge(v, MARK_BADGES.get(v, 'v-oom'))} {n}</span>" for v, n in verdicts.items())
     note = (
         f'<p class="counts">Watermark check of {len(shown)} image(s): {counts}</p>'
         '<p class="note">Each image is checked by the audit\'s detector (<code>sdsuite audit</code>): the scheme found, '
@@ -312,7 +312,6 @@ def _subtitle(what: str) -> str:
 
 
 def _bench_body(runs: Sequence[Run], items: Sequence, checked: Iterator) -> str:
-    statuses = ("ok", "oom", "unsupported", "timeout", "error", "skipped")
     headers = [(label, numeric) for _, label, numeric in SCENARIO_COLUMNS]
     memory_svg, memory_note = charts.memory(runs)
     no_gpu = "Not measured in these runs: it needs an NVIDIA GPU (NVML)."
@@ -321,7 +320,7 @@ def _bench_body(runs: Sequence[Run], items: Sequence, checked: Iterator) -> str:
         f'<div class="cards">{"".join(machine_card(r) for r in runs)}</div>',
         "<h2>Scenarios</h2>",
         '<p class="note">Every scenario and its outcome; failed ones keep their reason. Click a header to sort.</p>',
-        table("scenarios", headers, scenario_rows(runs), statuses),
+        table("scenarios", headers, scenario_rows(runs), STATUSES),
         trust.section(runs),
         "<h2>Latency</h2>",
         svg_figure(
@@ -450,7 +449,7 @@ def _file_row(r: dict[str, Any], uri: str | None) -> str:
         meta.pop("error", None)  # the reason column says why the file could not be read
     return (
         f'<tr data-status="{e(verdict)}"><td>{img}</td><td class="mono path">{e(r.get("path"))}</td>'
-        f'<td data-v="{e(verdict)}"><span class="badge {VERDICT_BADGES.get(verdict, "s-ok")}">{e(verdict)}</span></td>'
+        f'<td data-v="{e(verdict)}">{badge(verdict, VERDICT_BADGES.get(verdict, "s-ok"))}</td>'
         f"<td>{e(size)}</td>{p_cell}<td class='num'>{e(accuracy)}</td><td class='mono'>{e(message)}</td>"
         f'<td class="reason">{e(provenance(meta))}</td><td class="reason">{e(reason)}</td></tr>'
     )

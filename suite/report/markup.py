@@ -87,9 +87,10 @@ def quality_cell(verdict: Any) -> str:
     """The quality check's verdict: 'broken: why' gets the broken badge and its reason."""
     text = str(verdict or "")
     if text.startswith("broken"):
-        return f'<td class="reason"><span class="badge q-broken">broken</span> {e(text.removeprefix("broken: "))}</td>'
+        return f'<td class="reason">{badge("broken", "q-broken")} {e(text.removeprefix("broken: "))}</td>'
     return td(text)
 
 
-def badge(status: str) -> str:
-    return f'<span class="badge s-{e(status)}">{e(status)}</span>'
+def badge(text: str, kind: str | None = None) -> str:
+    """A coloured label: `kind` is its CSS class (a status's own, s-<status>, by default)."""
+    return f'<span class="badge {e(kind or f"s-{text}")}">{e(text)}</span>'

@@ -15,12 +15,11 @@ import numpy as np
 
 from suite.record import Record
 from suite.report.runs import Run
-from suite.scenario import Scenario
+from suite.scenario import LABELS, Scenario
 
 AXES = ("steps", "batch", "resolution")
 KNEE_THROUGHPUT = 0.90  # batch: the knee is the first batch within 10 % of the best images/s
 KNEE_PER_PIXEL = 1.25  # resolution: past the knee, seconds per pixel exceed the minimum by 25 %
-_IGNORED = {"name", "description", "tags", "quality_reference"}
 
 
 @dataclass
@@ -49,7 +48,7 @@ def _axis_value(s: Scenario, axis: str) -> float | None:
 
 def _rest(s: Scenario, axis: str) -> str:
     varied = {"width", "height"} if axis == "resolution" else {axis}
-    return repr(sorted((k, repr(v)) for k, v in s.to_dict().items() if k not in varied | _IGNORED))
+    return repr(sorted((k, repr(v)) for k, v in s.to_dict().items() if k not in varied.union(LABELS)))
 
 
 def find_sweeps(run: Run, min_points: int = 3) -> list[Sweep]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from suite.report.markup import e, table, td
+from suite.report.markup import badge, e, table, td
 from suite.report.runs import Run
 
 RULE = (
@@ -19,7 +19,7 @@ def stability_cell(verdict: str, reason: str) -> str:
     """The verdict as a badge, its reason on hover."""
     if not verdict:
         return td(reason)
-    return f'<td data-v="{e(verdict)}" title="{e(reason)}"><span class="badge t-{e(verdict)}">{e(verdict)}</span></td>'
+    return f'<td data-v="{e(verdict)}" title="{e(reason)}">{badge(verdict, f"t-{verdict}")}</td>'
 
 
 def section(runs: Sequence[Run]) -> str:
