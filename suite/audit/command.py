@@ -16,6 +16,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, TextIO
 
 from suite.audit import resume
@@ -29,7 +30,7 @@ PROGRESS_MIN_FILES = 20  # below this a progress bar only flickers
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from suite.audit.defaults import DEFAULT_ALPHA, MAX_PIXELS, SEARCH_POLICIES
-    from suite.audit.output import FORMATS
+    from suite.audit.output import FORMAT_OF_SUFFIX, FORMATS
 
     parser.description = (
         "Decode and detect the Stable Diffusion invisible watermarks (sd-v1, sd-v2, sdxl) and read "
@@ -37,7 +38,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.epilog = "exit codes: 0 all files audited; 1 some files could not be audited; 2 usage error; 130 interrupted"
     parser.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders (recursive) or globs")
-    parser.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
+    suffixes = ", ".join(f"{suffix} {kind}" for suffix, kind in FORMAT_OF_SUFFIX.items())
+    parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        help=f"output format (default: table; with -o FILE, from FILE's suffix: {suffixes}, else table)",
+    )
     parser.add_argument("-o", "--output", metavar="FILE", help="write records to FILE instead of stdout")
     parser.add_argument(
         "--resume",
@@ -271,7 +277,7 @@ def _scan(args: argparse.Namespace, paths: list[str], options: Any) -> Iterator[
 
 
 def run(args: argparse.Namespace) -> int:
-    from suite.audit.output import make_writer
+    from suite.audit.output import FORMAT_OF_SUFFIX, make_writer
     from suite.audit.scan import AuditOptions, Summary, expand
     from suite.audit.sources import dataset_format
 
@@ -280,6 +286,8 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     options = AuditOptions(tuple(schemes), args.alpha, args.max_pixels, not args.no_metadata, args.search)
+    if args.format is None:
+        args.format = FORMAT_OF_SUFFIX.get(Path(args.output).suffix.lower(), "table") if args.output else "table"
     input_format = dataset_format(args.paths, args.input_format)
     if input_format != "files":
         from suite.audit.datasets import run_dataset

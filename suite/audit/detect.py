@@ -47,6 +47,7 @@ from suite.audit.decode import (
     read_blocks,
 )
 from suite.audit.defaults import DEFAULT_ALPHA
+from suite.audit.output import SEARCH_FIELDS
 from suite.watermark import Scheme
 
 # The float path's LL offset: OpenCV centres U on 128 for uint8 pixels and on 0.5 for floats;
@@ -106,14 +107,15 @@ class Readings:
 class Realignment:
     """How a search lined an edited image up with the mark (searches.py)."""
 
-    edit: str  # "crop", "resize", "mirror" or "rotation"
+    edit: str  # "crop", "resize", "mirror" or "rotation" (output.SEARCH_FIELDS)
     # crop: (rows, columns) in pixels of the grid's first whole block; resize: original (w, h);
-    # mirror: the axis the image was flipped along, "horizontal" or "vertical"; rotation: the
-    # degrees counter-clockwise it was rotated by
+    # mirror: the axis the image was flipped along, "horizontal", "vertical", "diagonal" (its
+    # rows made columns) or "anti-diagonal"; rotation: the degrees counter-clockwise it was
+    # rotated by (1-2 with `--search always`; quarter turns 90, 180, 270)
     where: tuple[int, int] | str | float
 
     def as_record(self) -> dict[str, object]:
-        key = {"crop": "grid_offset", "resize": "original_size", "mirror": "axis", "rotation": "degrees"}[self.edit]
+        key = SEARCH_FIELDS[self.edit]
         return {"edit": self.edit, key: list(self.where) if isinstance(self.where, tuple) else self.where}
 
 

@@ -15,6 +15,10 @@ from typing import Any, Protocol, TextIO
 from suite.spreadsheet import neutralise
 
 FORMATS = ("table", "jsonl", "csv", "json")
+# What `-o FILE` without --format is written as, by FILE's suffix (anything else: the table).
+FORMAT_OF_SUFFIX = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".json": "json"}
+# A record's `search` (detect.Realignment): the edit a search undid, and the field saying where.
+SEARCH_FIELDS = {"crop": "grid_offset", "resize": "original_size", "mirror": "axis", "rotation": "degrees"}
 
 
 class Writer(Protocol):
@@ -61,12 +65,18 @@ PER_SCHEME = ("detected", "p_value", "bit_accuracy", "order")
 
 
 def search_text(search: dict[str, Any] | None) -> str | None:
-    """A record's `search` in a few words: `crop +5,+3` (the grid's offset) or `resize from 512x512`."""
+    """A record's `search` in a few words: `crop +5,+3` (the grid's offset), `resize from 512x512`,
+    `mirror horizontal` or `rotation 90 degrees` (counter-clockwise)."""
     if not search:
         return None
+    where = search[SEARCH_FIELDS[search["edit"]]]
     if search["edit"] == "crop":
-        return "crop +{},+{}".format(*search["grid_offset"])
-    return "resize from {}x{}".format(*search["original_size"])
+        return "crop +{},+{}".format(*where)
+    if search["edit"] == "resize":
+        return "resize from {}x{}".format(*where)
+    if search["edit"] == "rotation":
+        return f"rotation {where:g} degrees"
+    return f"mirror {where}"
 
 
 def flat_columns(schemes: list[str]) -> list[str]:

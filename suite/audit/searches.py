@@ -3,30 +3,56 @@
 The aligned test (detect.py) reads the blocks where the encoder put them. A crop moves the grid
 (crops.py searches every offset); a resize resamples it (resizes.py resizes back to each SD size
 the image may have had); a mirror reads the blocks backwards, so the image flipped back is tested
-as the aligned test does (one more test per axis); a rotation by a degree or two turns the grid
-(rotations.py rotates back by whole degrees; only with `--search always`, as it costs a quarter
-of the other searches again). Each search has its own corrected p-value; a scheme's verdict then
-rests on the smallest of its tests, times the number of tests (Bonferroni), so the chance of
-flagging an unmarked image stays within alpha.
+as the aligned test does (one more test per axis); a quarter turn, or a mirror along a diagonal,
+moves every block whole, so the image turned back is read on the lattice paths (five more tests);
+a rotation by a degree or two turns the grid (rotations.py rotates back by whole degrees; only
+with `--search always`, as it costs a quarter of the other searches again). Each search has its
+own corrected p-value; a scheme's verdict then rests on the smallest of its tests, each divided by
+its share of alpha (weighted Bonferroni), so the chance of flagging an unmarked image stays within
+alpha. The quarter turns share TURNS_SHARE of it: they leave a mark whole, so a small share costs
+them little, while the searches that live on weak evidence keep theirs.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
 
-from suite.audit import crops, resizes, rotations
-from suite.audit.decode import bits_from_votes, decode, read_blocks
+from suite.audit import crops, resizes, rotations, votes
+from suite.audit.decode import ORDERS, ChannelOrder, bits_from_votes, decode, read_blocks
 from suite.audit.defaults import DEFAULT_ALPHA
-from suite.audit.detect import Evidence, Realignment, examine
+from suite.audit.detect import Evidence, Realignment, degrees_of_freedom, examine, two_sided_p, z_scores
 from suite.watermark import Scheme
 
 # How a mirrored image is flipped back: (rows, columns) of the pixel arrays.
 MIRRORS = {"horizontal": np.s_[:, ::-1], "vertical": np.s_[::-1, :]}
+# How an image turned by a quarter turn (counter-clockwise, as PIL's ROTATE_90) or mirrored along a
+# diagonal (PIL's TRANSPOSE, TRANSVERSE) is turned back: rows and columns swapped or not, then
+# np.rot90's quarter turns.
+TURNS = {
+    Realignment("rotation", 90.0): (False, -1),
+    Realignment("rotation", 180.0): (False, 2),
+    Realignment("rotation", 270.0): (False, 1),
+    Realignment("mirror", "diagonal"): (True, 0),
+    Realignment("mirror", "anti-diagonal"): (True, 2),
+}
+TURNS_SHARE = 0.05  # of alpha, for the five tests of TURNS together
 
-Found = Evidence | crops.CropEvidence | resizes.ResizeEvidence | rotations.RotationEvidence
+
+@dataclass(frozen=True)
+class TurnEvidence:
+    """One scheme's lattice test on the image turned back."""
+
+    z: float
+    p_value: float  # two-sided, corrected over the orders and readings tried
+    order: ChannelOrder
+    path: str
+    turn: Realignment
+
+
+Found = Evidence | TurnEvidence | crops.CropEvidence | resizes.ResizeEvidence | rotations.RotationEvidence
 
 
 def wanted(policy: str) -> bool:
@@ -40,6 +66,48 @@ def _mirrored(rgb: np.ndarray, u: np.ndarray, schemes: list[Scheme], alpha: floa
     return {axis: examine(rgb[flip], schemes, alpha, u[(slice(None), *flip)]) for axis, flip in MIRRORS.items()}
 
 
+def turned_back(image: np.ndarray, turn: Realignment, axes: tuple[int, int] = (0, 1)) -> np.ndarray:
+    """An image's pixel array (rows and columns along `axes`) turned back from `turn` (TURNS)."""
+    swap, quarters = TURNS[turn]
+    return np.rot90(np.swapaxes(image, *axes) if swap else image, quarters, axes)
+
+
+def _square_sums(u: np.ndarray) -> np.ndarray:
+    """(orders, height // 2, width // 2): the sum of each 2x2 pixel square on the even grid of U
+    planes (orders, height, width), twice its LL coefficient (exact in uint16 for uint8 planes)."""
+    planes = u[:, : u.shape[1] // 2 * 2, : u.shape[2] // 2 * 2]
+    sums = planes[:, 0::2, 0::2].astype(np.uint16 if u.dtype == np.uint8 else np.float32)
+    sums += planes[:, 1::2, 0::2]
+    sums += planes[:, 0::2, 1::2]
+    sums += planes[:, 1::2, 1::2]
+    return sums
+
+
+def _lattice_evidence(sums: np.ndarray, schemes: list[Scheme], turn: Realignment) -> list[TurnEvidence]:
+    """Each scheme's test on the lattice readings (votes.py) of an image's square sums (_square_sums)."""
+    band = np.ascontiguousarray(sums[:, : sums.shape[1] // 4 * 4, : sums.shape[2] // 4 * 4])
+    peak, trough = votes.block_extremes(band, any(scheme.float_path for scheme in schemes))
+    soft = votes.soft(peak, trough)
+    found = []
+    for scheme in schemes:
+        readings = votes.readings_of(scheme)
+        z = z_scores(soft[: len(readings)], scheme.bits)
+        reading, order = np.unravel_index(int(np.abs(z).argmax()), z.shape)
+        p_value = min(1.0, two_sided_p(float(z[reading, order]), degrees_of_freedom(scheme.bits)) * z.size)
+        found.append(TurnEvidence(float(z[reading, order]), p_value, ORDERS[order], readings[reading], turn))
+    return found
+
+
+def _turned(u: np.ndarray, schemes: list[Scheme]) -> list[list[TurnEvidence]]:
+    """Per TURNS entry, each scheme's lattice test on the U planes turned back. The square sums turn
+    with the image where its sides are even (its 2x2 squares stay on the even grid); an odd side's
+    are summed again on the planes turned back."""
+    if u.shape[1] % 2 or u.shape[2] % 2:
+        return [_lattice_evidence(_square_sums(turned_back(u, turn, (1, 2))), schemes, turn) for turn in TURNS]
+    sums = _square_sums(u)
+    return [_lattice_evidence(turned_back(sums, turn, (1, 2)), schemes, turn) for turn in TURNS]
+
+
 def _realigned(aligned: Evidence, found: Found, rgb: np.ndarray) -> Evidence:
     """The scheme's evidence as a search found it, with the reference decoder's bits where the
     search lined the image up: the image as it is for a crop, resized or rotated back for a resize
@@ -47,7 +115,10 @@ def _realigned(aligned: Evidence, found: Found, rgb: np.ndarray) -> Evidence:
     length = aligned.scheme.length
     if isinstance(found, Evidence):
         return found
-    if isinstance(found, resizes.ResizeEvidence):
+    if isinstance(found, TurnEvidence):
+        bits = decode(np.ascontiguousarray(turned_back(rgb, found.turn)), (length,), found.order)[length]
+        realignment = found.turn
+    elif isinstance(found, resizes.ResizeEvidence):
         bits = decode(resizes.restore(rgb, found.original), (length,), found.order)[length]
         realignment = Realignment("resize", found.original)
     elif isinstance(found, rotations.RotationEvidence):
@@ -77,6 +148,7 @@ def reexamine(
         return evidence
     schemes = [evidence[i].scheme for i in pending]
     mirrored = _mirrored(rgb, u, schemes, alpha)
+    turned = _turned(u, schemes)
     by_crop = crops.search(u, schemes, steps_too=thorough)
     by_resize = resizes.search(u, schemes)
     by_rotation: list[rotations.RotationEvidence | None] = [None] * len(schemes)
@@ -88,9 +160,13 @@ def reexamine(
         mirrors = [replace(found[j], realignment=Realignment("mirror", axis)) for axis, found in mirrored.items()]
         others = (by_resize[j], by_crop[j], by_rotation[j])
         searched: list[Found] = [*mirrors, *(f for f in others if f is not None)]
-        best = min(searched, key=lambda found: found.p_value)  # the first wins a tie: mirrors, then a resize
-        p_value = min(1.0, (1 + len(searched)) * min(aligned.p_value, best.p_value))
-        if p_value > alpha or aligned.p_value <= best.p_value:
+        share = (1 - TURNS_SHARE) / (1 + len(searched))  # the aligned test's and each search's
+        weighted = [(found.p_value / share, found) for found in (aligned, *searched)]
+        weighted += [(found[j].p_value * len(TURNS) / TURNS_SHARE, found[j]) for found in turned]
+        # the first wins a tie: the aligned test, then the mirrors, then a resize
+        p_value, best = min(weighted, key=lambda pair: pair[0])
+        p_value = min(1.0, p_value)
+        if p_value > alpha or best is aligned:
             result[i] = replace(aligned, p_value=p_value)
         else:
             result[i] = replace(_realigned(aligned, best, rgb), detected=True, p_value=p_value)

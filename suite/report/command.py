@@ -117,18 +117,20 @@ def _is_mark(mark: Any) -> bool:
 
 
 def _is_search(search: Any) -> bool:
-    """A mark's `search`: None, a crop's grid offset or a resize's original size (two integers each)."""
+    """A mark's `search`: None, a crop's grid offset or a resize's original size (two integers each),
+    a mirror's axis (text) or a rotation's degrees (a number)."""
+    from suite.audit.output import SEARCH_FIELDS
+
     if search is None:
         return True
-    if not isinstance(search, dict):
+    if not isinstance(search, dict) or search.get("edit") not in SEARCH_FIELDS:
         return False
-    pair = search.get("grid_offset" if search.get("edit") == "crop" else "original_size")
-    return (
-        search.get("edit") in ("crop", "resize")
-        and isinstance(pair, list)
-        and len(pair) == 2
-        and all(isinstance(v, int) for v in pair)
-    )
+    where = search.get(SEARCH_FIELDS[search["edit"]])
+    if search["edit"] == "mirror":
+        return isinstance(where, str)
+    if search["edit"] == "rotation":
+        return isinstance(where, int | float) and not isinstance(where, bool)
+    return isinstance(where, list) and len(where) == 2 and all(type(v) is int for v in where)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -19,6 +19,7 @@ from typing import Any, BinaryIO
 
 from suite import __version__
 from suite.audit.defaults import DEFAULT_ALPHA, MAX_PIXELS
+from suite.audit.output import search_text
 from suite.record import FINGERPRINT, STATUSES, Record
 from suite.report import capacity, charts, speedups, sweeps, trust
 from suite.report.checks import MarkCheck, audit_image, file_verdict, mark_check, summarise_audit
@@ -440,7 +441,7 @@ def _file_row(r: dict[str, Any], uri: str | None) -> str:
     if search and search["edit"] == "crop":  # the reference reads a moved grid's blocks wrong: no bits to show
         accuracy, message = "", "found by the crop search: grid at +{},+{} px".format(*search["grid_offset"])
     elif search:
-        message = "found resized back to {}x{}: {}".format(*search["original_size"], message)
+        message = f"found by the search, {search_text(search)}: {message}"
     img = f'<img src="{uri}" alt="" loading="lazy" decoding="async" width="64">' if uri else ""
     size = f"{r['width']}x{r['height']}" if r.get("width") else ""
     reason = "" if r.get("status") == "ok" else ": ".join(x for x in (r.get("error_kind"), r.get("error")) if x)

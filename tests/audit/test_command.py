@@ -76,6 +76,24 @@ def test_a_cropped_mark_says_the_crop_search_found_it(folder, capsys, tmp_path):
     assert not any(m["detected"] for m in json.loads(out)["watermarks"])
 
 
+def test_a_mirrored_mark_in_every_format_and_the_report(folder, capsys, tmp_path):
+    """`-o FILE` without --format writes what FILE's suffix says; each format names the search that
+    found the mark, and the report reads the JSONL back."""
+    Image.open(folder / "v1.png").transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(tmp_path / "mirrored.png")
+    code, out, _ = run(capsys, tmp_path / "mirrored.png")
+    assert code == 0 and "sd-v1 (mirror)" in out.splitlines()[1]
+    code, _, _ = run(capsys, tmp_path / "mirrored.png", "-o", tmp_path / "audit.csv")
+    row = next(csv.DictReader((tmp_path / "audit.csv").open()))
+    assert code == 0 and (row["sd-v1_detected"], row["sd-v1_search"]) == ("True", "mirror horizontal")
+    code, _, _ = run(capsys, tmp_path / "mirrored.png", "-o", tmp_path / "audit.jsonl")
+    record = json.loads((tmp_path / "audit.jsonl").read_text())
+    assert code == 0 and record["watermarks"][0]["search"] == {"edit": "mirror", "axis": "horizontal"}
+    assert main(["report", str(tmp_path / "audit.jsonl"), "-o", str(tmp_path / "report.html")]) == 0
+    assert "mirrored.png" in (tmp_path / "report.html").read_text()
+    code, _, _ = run(capsys, tmp_path / "mirrored.png", "-o", tmp_path / "audit.txt")
+    assert code == 0 and (tmp_path / "audit.txt").read_text().startswith("STATUS")
+
+
 def test_user_messages(tmp_path, capsys):
     import audit_corpus
 

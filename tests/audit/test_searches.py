@@ -103,6 +103,44 @@ def test_a_mirrored_mark_is_read_backwards(tmp_path, transpose, axis):
     assert [m["scheme"] for m in record["watermarks"] if m["detected"]] == ["sdxl"]
 
 
+TURNED = [
+    (Image.Transpose.ROTATE_90, {"edit": "rotation", "degrees": 90.0}),
+    (Image.Transpose.ROTATE_180, {"edit": "rotation", "degrees": 180.0}),
+    (Image.Transpose.ROTATE_270, {"edit": "rotation", "degrees": 270.0}),
+    (Image.Transpose.TRANSPOSE, {"edit": "mirror", "axis": "diagonal"}),
+    (Image.Transpose.TRANSVERSE, {"edit": "mirror", "axis": "anti-diagonal"}),
+]
+
+
+@pytest.mark.parametrize(("transpose", "search"), TURNED)
+@pytest.mark.parametrize("size", [(640, 448), (515, 449)])  # odd sides: the 2x2 squares move off the even grid
+def test_a_mark_turned_by_quarter_turns_or_along_a_diagonal_is_turned_back(tmp_path, transpose, search, size):
+    marked = embed(audit_corpus.fit(audit_corpus.photo("astronaut"), size), "sd-v1")
+    marked.transpose(transpose).save(tmp_path / "turned.png")
+    record = audit_file(str(tmp_path / "turned.png"), AuditOptions())
+    mark = next(m for m in record["watermarks"] if m["scheme"] == "sd-v1")
+    assert mark["detected"] and mark["search"] == search and mark["p_value"] < 1e-20
+    assert mark["bit_accuracy"] > 0.8  # the reference's bits, read on the image turned back
+    assert [m["scheme"] for m in record["watermarks"] if m["detected"]] == ["sd-v1"]
+
+
+def test_turning_back_undoes_every_turn():
+    image = np.arange(5 * 7 * 3).reshape(5, 7, 3)
+    for transpose, search in TURNED:
+        edited = np.asarray(Image.fromarray(image.astype(np.uint8)).transpose(transpose))
+        turn = Realignment(search["edit"], search.get("degrees", search.get("axis")))
+        assert np.array_equal(searches.turned_back(edited, turn), image)
+
+
+def test_no_clean_image_is_flagged_turned_back(clean_images):
+    smallest = 1.0
+    for _, image in clean_images:
+        for found in searches._turned(u_planes(np.asarray(image)), ALL):
+            smallest = min(smallest, *(evidence.p_value for evidence in found))
+    print(f"smallest corrected p-value of the turned-back tests on clean images: {smallest:.2g}")
+    assert smallest > 1e-3
+
+
 def test_horizontally_flipped_marks_are_found(marked_samples):
     flipped = marked_samples[::3]
     hits = []
