@@ -95,6 +95,8 @@ def test_pixel_edits_do_what_they_say(photo512):
     assert np.array_equal(edited("none"), pixels)
     assert np.array_equal(edited("flip-h"), pixels[:, ::-1])
     assert np.array_equal(edited("flip-v"), pixels[::-1])
+    assert np.array_equal(edited("rotate90"), np.rot90(pixels))  # counter-clockwise
+    assert np.array_equal(edited("transpose"), pixels.swapaxes(0, 1))
     assert np.array_equal(edited("crop10"), pixels[25:486, 25:486])  # (512 - 461) // 2 = 25 on each side
     assert np.array_equal(edited("crop10-topleft"), pixels[51:, 51:])
     noise = edited("noise5") - pixels

@@ -173,6 +173,8 @@ def _matrix() -> list[Attack]:
         Attack("rotate2", "geometry", "rotated 2° (bicubic, same size)", (rotate(2.0),)),
         Attack("flip-h", "geometry", "mirrored left to right", (flip(Image.Transpose.FLIP_LEFT_RIGHT),)),
         Attack("flip-v", "geometry", "mirrored top to bottom", (flip(Image.Transpose.FLIP_TOP_BOTTOM),)),
+        Attack("rotate90", "geometry", "turned 90° counter-clockwise", (flip(Image.Transpose.ROTATE_90),)),
+        Attack("transpose", "geometry", "mirrored along the main diagonal", (flip(Image.Transpose.TRANSPOSE),)),
         Attack("resize0.75+jpeg90", "combined", "resized x0.75, then JPEG q90 4:2:0", (scale(0.75),), jpeg(90)),
         Attack("resize0.75+jpeg95", "combined", "resized x0.75, then JPEG q95 4:2:0", (scale(0.75),), jpeg(95)),
         Attack("crop10+jpeg95", "combined", "centre crop 10 %, then JPEG q95 4:2:0", (centre_crop(0.1),), jpeg(95)),
