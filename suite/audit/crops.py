@@ -9,8 +9,8 @@ there; the aligned reader just looks at the wrong blocks.
 The 64 grid offsets share their pixels: an LL coefficient is the sum of a 2x2 pixel square, so
 the 2x2 sums at every pixel hold the LL bands of all of them, and the value a block at (y, x)
 reads (its largest non-first coefficient) is a sliding maximum over those sums. One pass gives
-every offset's soft votes (on the readings of votes.py; with `--search always` also on the encoder's mean
-step, READINGS). For each offset, channel order and reading, the centred votes are summed into
+every offset's soft votes on the lattice readings of votes.py, or on the encoder's mean step
+(READINGS: which, see `search`), or both. For each offset, channel order and reading, the centred votes are summed into
 an L x L table by (r mod L, c mod L). Its 2-D DFT holds the spectrum of the per-bit sums D for
 every C at once (entry (C*k mod L, k)), and one inverse FFT per C gives T for every shift s. The
 strongest T is scored as the aligned test scores its T: against the other shifts, once the fitted
@@ -33,14 +33,15 @@ import numpy as np
 import scipy.fft
 
 from suite.audit import votes
-from suite.audit.decode import ORDERS, ChannelOrder, steps
+from suite.audit.decode import ORDERS, ChannelOrder
+from suite.audit.decode import steps as steps_from
 from suite.audit.detect import FLOAT_OFFSET, SCALE_FLOOR, degrees_of_freedom, impulse_votes, two_sided_p
 from suite.watermark import Scheme
 
 # What each offset's blocks are read for (detect.Readings' path names): the lattice readings of
-# votes.py and, with `--search always`, the encoder's mean step against the 8 blocks around
-# (detect.py's impulse paths, which find what lossy chroma coding left of a mark saved as JPEG
-# before or after the crop); the float ones only for float-path schemes.
+# votes.py, and the encoder's mean step against the 8 blocks around (detect.py's impulse paths,
+# which find what lossy chroma coding left of a mark cropped before or after it was saved as JPEG);
+# the float ones only for float-path schemes.
 READINGS = ("uint8", "float", "impulse", "float-impulse")
 ORIGINAL_WIDTHS = range(256, 2049, 64)  # pixels: where a cropped image may have come from (heights too)
 GRID = 8  # pixels per block side: the offsets tried are 0..7 in each direction
@@ -65,16 +66,18 @@ def row_lengths(length: int, width: int) -> np.ndarray:
     return np.array(sorted({c % length for c in blocks}), dtype=np.intp)
 
 
-def readings_of(scheme: Scheme, steps_too: bool = False) -> tuple[str, ...]:
-    """The READINGS a scheme is searched on: the lattice ones, and the step ones with `steps_too`."""
-    lattice = READINGS[:2] if scheme.float_path else READINGS[:1]
-    return lattice + ((READINGS[2:] if scheme.float_path else READINGS[2:3]) if steps_too else ())
+def readings_of(scheme: Scheme, lattice: bool = True, steps: bool = False) -> tuple[str, ...]:
+    """The READINGS a scheme is searched on: the lattice ones and/or the step ones."""
+    count = 2 if scheme.float_path else 1
+    return (READINGS[:count] if lattice else ()) + (READINGS[2 : 2 + count] if steps else ())
 
 
-def tests_per_scheme(scheme: Scheme, width: int, orders: int = len(ORDERS), steps_too: bool = False) -> int:
+def tests_per_scheme(
+    scheme: Scheme, width: int, orders: int = len(ORDERS), lattice: bool = True, steps: bool = False
+) -> int:
     """Alignments the search tries for one scheme in a `width`-pixel image: what its p-value is
     corrected over."""
-    readings = len(readings_of(scheme, steps_too))
+    readings = len(readings_of(scheme, lattice, steps))
     return GRID * GRID * orders * readings * row_lengths(scheme.length, width).size * scheme.length
 
 
@@ -126,25 +129,26 @@ class _Grids:
     spread: np.ndarray  # (readings, orders, 8, 8): the sum of squares of its centred votes
 
     @classmethod
-    def of(cls, u: np.ndarray, float_reading: bool, steps_too: bool) -> _Grids:
-        """The soft votes of the block whose first pixel is at each pixel on the lattice readings
-        and, with `steps_too`, the step ones (READINGS; the float ones only with `float_reading`),
-        0 where it is not whole."""
+    def of(cls, u: np.ndarray, float_reading: bool, lattice: bool, steps: bool) -> _Grids:
+        """The soft votes of the block whose first pixel is at each pixel on the lattice and/or the
+        step readings (READINGS; the float ones only with `float_reading`), 0 where it is not whole."""
         orders, height, width = u.shape
         rows, cols = height // GRID, width // GRID
         sums = _pair_sums(u)
         peak = _block_extremes(sums, np.maximum, "peak")[:, : rows * GRID, : cols * GRID]
         trough = _block_extremes(sums, np.minimum, "trough")[:, : rows * GRID, : cols * GRID] if float_reading else None
-        lattice = 2 if float_reading else 1  # votes.soft's readings, first
-        readings = READINGS[:lattice] + (READINGS[2 : 2 + lattice] if steps_too else ())
+        count = 2 if float_reading else 1  # readings of each kind
+        readings = (READINGS[:count] if lattice else ()) + (READINGS[2 : 2 + count] if steps else ())
         padded = _padded_grid((len(readings), orders, rows * GRID, cols * GRID), peak.shape[1:])
         written = np.s_[..., : peak.shape[1], : peak.shape[2]]
-        votes.soft(peak, trough, out=padded[:lattice][written])
-        if steps_too:
+        if lattice:
+            votes.soft(peak, trough, out=padded[:count][written])
+        if steps:
+            first = count if lattice else 0
             surround = _neighbour_means(u, peak.shape[1:])
-            padded[lattice][written] = impulse_votes(steps(peak, None, surround, None))
+            padded[first][written] = impulse_votes(steps_from(peak, None, surround, None))
             if float_reading:
-                padded[lattice + 1][written] = impulse_votes(steps(peak, trough, surround, FLOAT_OFFSET))
+                padded[first + 1][written] = impulse_votes(steps_from(peak, trough, surround, FLOAT_OFFSET))
         blocks = padded.reshape(*padded.shape[:2], rows, GRID, cols, GRID)
         whole_rows = np.arange(rows)[None, :] < ((height - np.arange(GRID)) // GRID)[:, None]
         whole_cols = np.arange(cols)[None, :] < ((width - np.arange(GRID)) // GRID)[:, None]
@@ -280,20 +284,22 @@ def _strongest(sums: np.ndarray, spread: np.ndarray, scheme: Scheme) -> np.ndarr
     return z.reshape(sums.shape[:-1])
 
 
-def search(u: np.ndarray, schemes: list[Scheme], steps_too: bool = False) -> list[CropEvidence | None]:
+def search(
+    u: np.ndarray, schemes: list[Scheme], lattice: bool = True, steps: bool = False
+) -> list[CropEvidence | None]:
     """Every scheme's strongest alignment over the 64 grid offsets of an image's U planes
-    (orders, height, width), in decode.ORDERS, on the lattice readings and, with `steps_too`, the
-    step ones too (which find a crop saved as JPEG, or a JPEG cropped, at 2.3x the search's cost);
-    None for all where the image is larger than any SD output it could be cut from or smaller than
-    one block."""
+    (orders, height, width), in decode.ORDERS, on the lattice readings and/or the step ones (which
+    find a crop saved as JPEG or WebP with subsampled chroma, or a JPEG cropped; both cost 2.3x
+    either); None for all where the image is larger than any SD output it could be cut from or
+    smaller than one block."""
     orders, height, width = u.shape
     if max(height, width) > ORIGINAL_WIDTHS[-1] or min(height, width) < GRID:
         return [None] * len(schemes)
     float_reading = any(scheme.float_path for scheme in schemes)
-    grids = _Grids.of(u, float_reading, steps_too)
+    grids = _Grids.of(u, float_reading, lattice, steps)
     evidence: list[CropEvidence | None] = []
     for scheme in schemes:
-        readings = readings_of(scheme, steps_too)
+        readings = readings_of(scheme, lattice, steps)
         rows = _rows(grids.readings.index(name) for name in readings)
         lengths = row_lengths(scheme.length, width)
         if grids.whole_rows[0].sum() * grids.whole_cols[0].sum() < scheme.length:
@@ -307,7 +313,7 @@ def search(u: np.ndarray, schemes: list[Scheme], steps_too: bool = False) -> lis
         evidence.append(
             CropEvidence(
                 float(z[strongest]),
-                min(1.0, p_value * tests_per_scheme(scheme, width, orders, steps_too)),
+                min(1.0, p_value * tests_per_scheme(scheme, width, orders, lattice, steps)),
                 ORDERS[order],
                 readings[reading],
                 (int(dy), int(dx)),

@@ -43,6 +43,9 @@ class Pixels:
     rgb: np.ndarray  # (height, width, 3) uint8: the decoded pixels; the reference decoder's bits come from here
     reading: str  # where the U planes come from: "pixels", or "jpeg-420" / "jpeg-422" for a JPEG's stored chroma
     samples: np.ndarray | None = None  # (orders, rows, cols) float32: stored chroma as U, one sample per 2x2 pixels
+    # the file coded its chroma lossily at half resolution (JPEG 4:2:0 or 4:2:2, lossy WebP): what
+    # is left of the mark's lattice there is seldom found, its mean step far more often (crops.py)
+    lossy_chroma: bool = False
 
     @cached_property
     def u(self) -> np.ndarray:
@@ -68,8 +71,20 @@ def read_pixels(rgb: np.ndarray, image: Image.Image, data: bytes) -> Pixels:
     stored = jpeg_chroma(image, data)
     if stored is not None:
         samples, layout = stored
-        return Pixels(rgb, f"jpeg-{layout}", samples)
-    return Pixels(rgb, "pixels")
+        return Pixels(rgb, f"jpeg-{layout}", samples, lossy_chroma=True)
+    return Pixels(rgb, "pixels", lossy_chroma=image.format == "WEBP" and is_lossy_webp(data))
+
+
+def is_lossy_webp(data: bytes) -> bool:
+    """Whether a WebP's image is VP8 (lossy, always 4:2:0) rather than VP8L (lossless): the first
+    image chunk of the RIFF container says (an extended file's VP8X, ICCP, ALPH... come first)."""
+    at = 12  # after "RIFF", the size and "WEBP"
+    while at + 8 <= len(data):
+        kind, size = data[at : at + 4], int.from_bytes(data[at + 4 : at + 8], "little")
+        if kind in (b"VP8 ", b"VP8L", b"ANMF"):
+            return kind == b"VP8 "
+        at += 8 + size + (size & 1)  # chunks are padded to an even size
+    return False
 
 
 def chroma_layout(image: Image.Image) -> str | None:

@@ -104,10 +104,10 @@ def _impulse_votes(peak: np.ndarray, trough: np.ndarray | None, surround: np.nda
     return np.stack(rows)
 
 
-def search(u: np.ndarray, schemes: list[Scheme]) -> list[ResizeEvidence | None]:
+def search(u: np.ndarray, schemes: list[Scheme], lattice: bool = True) -> list[ResizeEvidence | None]:
     """Each scheme's strongest test over an image's U planes (orders, height, width), in
-    decode.ORDERS, resized back to every candidate original; None for all where the image's size
-    has no candidate."""
+    decode.ORDERS, resized back to every candidate original, on the lattice and step readings (the
+    step ones only without `lattice`); None for all where the image's size has no candidate."""
     candidates = originals(u.shape[2], u.shape[1])
     if not candidates:
         return [None] * len(schemes)
@@ -118,17 +118,18 @@ def search(u: np.ndarray, schemes: list[Scheme]) -> list[ResizeEvidence | None]:
         band = _ll_band(planes, size)
         peak, trough = votes.block_extremes(band, float_reading)
         impulses = _impulse_votes(peak, trough, neighbour_blocks_mean(band))
-        soft = votes.soft(peak, trough)
+        soft = votes.soft(peak, trough) if lattice else impulses
         for i, scheme in enumerate(schemes):
             used = len(votes.readings_of(scheme))
-            rows = np.concatenate([soft[:used], impulses[:used]])
+            rows = np.concatenate([soft[:used], impulses[:used]]) if lattice else impulses[:used]
             z = z_scores(rows, scheme.bits).ravel()
             strongest = int(np.abs(z).argmax())
             if abs(z[strongest]) > abs(best[i][0]):
                 best[i] = (float(z[strongest]), strongest, size)
     found: list[ResizeEvidence | None] = []
     for scheme, (z, test, size) in zip(schemes, best, strict=True):
-        readings = (*votes.readings_of(scheme), *IMPULSE_READINGS[: len(votes.readings_of(scheme))])
+        steps = IMPULSE_READINGS[: len(votes.readings_of(scheme))]
+        readings = (*votes.readings_of(scheme), *steps) if lattice else steps
         tests = len(candidates) * len(readings) * u.shape[0]
         p_value = min(1.0, two_sided_p(z, degrees_of_freedom(scheme.bits)) * tests)
         reading, order = divmod(test, u.shape[0])

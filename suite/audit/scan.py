@@ -309,7 +309,9 @@ def audit_bytes(data: bytes, options: AuditOptions, record: dict[str, Any]) -> d
             image.close()
         evidence = examine(rgb, list(options.schemes), options.alpha, blocks=pixels.blocks())
         if searches.wanted(options.search):
-            evidence = searches.reexamine(rgb, pixels.u, evidence, options.alpha, options.search == "always")
+            evidence = searches.reexamine(
+                rgb, pixels.u, evidence, options.alpha, options.search == "always", pixels.lossy_chroma
+            )
         record["watermarks"] = [_mark(e, pixels.reading) for e in evidence]
         record["status"] = "ok"
     except AuditError as exc:

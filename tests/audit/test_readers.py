@@ -9,7 +9,14 @@ import pytest
 from PIL import Image
 
 from suite.audit.decode import ORDERS, blocks_of, u_planes
-from suite.audit.readers import chroma_layout, decode_jpeg_rgb, jpeg_chroma, read_pixels, u_from_chroma
+from suite.audit.readers import (
+    chroma_layout,
+    decode_jpeg_rgb,
+    is_lossy_webp,
+    jpeg_chroma,
+    read_pixels,
+    u_from_chroma,
+)
 from suite.audit.scan import AuditOptions, audit_bytes, new_record
 from suite.watermark import SCHEMES, embed
 
@@ -108,6 +115,17 @@ def test_odd_sizes_and_what_has_no_stored_chroma_read_from_pixels(photo):
         pixels = read_pixels(rgb, image, data)
         assert pixels.reading == "pixels" and pixels.samples is None
         assert np.array_equal(pixels.u, u_planes(rgb, ORDERS))
+        assert pixels.lossy_chroma == (image.format == "WEBP")
+
+
+def test_lossy_webp_is_told_from_lossless(photo):
+    small = photo.resize((64, 64))
+    with_alpha = small.convert("RGBA")  # an extended file: VP8X, then ALPH, then the VP8 image
+    assert is_lossy_webp(encoded(small, "WEBP", quality=90))
+    assert is_lossy_webp(encoded(with_alpha, "WEBP", quality=90))
+    assert not is_lossy_webp(encoded(small, "WEBP", lossless=True))
+    assert not is_lossy_webp(encoded(with_alpha, "WEBP", lossless=True))
+    assert not is_lossy_webp(b"RIFF\x10\x00\x00\x00WEBPVP8X\xff\xff\xff\xff")  # a chunk past the end
 
 
 def _found(data: bytes, scheme: str) -> tuple[bool, dict]:
@@ -153,6 +171,35 @@ def test_clean_jpeg_and_webp_are_not_flagged(clean_images):
                 assert not mark["detected"], (kind, quality, mark["scheme"], mark["p_value"])
                 p_values.append(mark["p_value"])
     assert np.mean(np.array(p_values) < 0.05) <= 0.08
+
+
+def test_searched_clean_jpeg_and_webp_are_not_flagged(clean_images):
+    """The searches read the encoder's mean step where chroma was coded lossily at half size."""
+    smallest = 1.0
+    for _, image in clean_images[::2]:
+        for kind, quality in (("JPEG", 95), ("JPEG", 75), ("WEBP", 90)):
+            cropped = image.crop((13, 21, image.width - 6, image.height - 2))  # every search runs
+            for data in (encoded(image, kind, quality=quality), encoded(cropped, kind, quality=quality)):
+                record = audit_bytes(data, AuditOptions(metadata=False), new_record(path="x"))
+                smallest = min(smallest, *(mark["p_value"] for mark in record["watermarks"]))
+    print(f"smallest p-value of a searched clean JPEG or WebP: {smallest:.2g}")
+    assert smallest > 1e-3
+
+
+def test_crops_saved_as_jpeg_are_found_on_the_step_readings(photos):
+    # cropped 25 pixels off each side (an odd offset: each stored chroma sample mixes two LL
+    # coefficients per axis) then JPEG q95 4:2:0: the lattice is gone, the encoder's mean step is not
+    hits = []
+    for image in photos:
+        for scheme in SCHEMES:
+            cropped = embed(image, scheme).crop((25, 25, 487, 487))
+            record = audit_bytes(encoded(cropped, quality=95), AuditOptions(metadata=False), new_record(path="x"))
+            mark = {m["scheme"]: m for m in record["watermarks"]}[scheme]
+            hits.append(mark["detected"])
+            if mark["detected"]:
+                assert mark["search"]["edit"] == "crop" and mark["path"] in ("impulse", "float-impulse")
+    print(f"crop 25 px then JPEG q95: {np.mean(hits):.0%} of {len(hits)}")
+    assert np.mean(hits) >= 0.15  # 4 of 21 here; on the lattice 0
 
 
 def test_thumbnails_saved_as_jpeg_are_found_by_the_resize_search(photos):

@@ -247,11 +247,11 @@ def test_a_jpeg_cropped_is_found_on_the_step_readings_only():
     box = (21, 13, 21 + 448, 13 + 448)
     u = u_planes(np.asarray(Image.open(buffer).convert("RGB").crop(box)))
     lattice = crops.search(u, [SCHEMES["sd-v1"]])[0]
-    steps = crops.search(u, [SCHEMES["sd-v1"]], steps_too=True)[0]
+    steps = crops.search(u, [SCHEMES["sd-v1"]], steps=True)[0]
     assert lattice.p_value > 1e-6
     assert steps.p_value <= 1e-6 and steps.path == "impulse" and steps.offset == (3, 3)
-    assert crops.tests_per_scheme(SCHEMES["sd-v1"], 448, steps_too=True) == 2 * crops.tests_per_scheme(
+    assert crops.tests_per_scheme(SCHEMES["sd-v1"], 448, steps=True) == 2 * crops.tests_per_scheme(
         SCHEMES["sd-v1"], 448
     )
     clean = u_planes(np.asarray(photo.crop(box)))
-    assert all(e.p_value > 1e-3 for e in crops.search(clean, ALL, steps_too=True))
+    assert all(e.p_value > 1e-3 for e in crops.search(clean, ALL, steps=True))
