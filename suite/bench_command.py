@@ -322,7 +322,7 @@ def run(args: argparse.Namespace) -> int:
     from suite import results, scenario
     from suite.models.errors import WeightsError
     from suite.models.hub import offline_unless_hub
-    from suite.runner import Runner, probe_machine
+    from suite.runner import Runner, measure_machine
 
     profile_arg = _auto_profile() if args.scenarios == "auto" else args.scenarios
     try:
@@ -385,7 +385,7 @@ def run(args: argparse.Namespace) -> int:
             "scenario_file_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
             "argv": sys.argv,
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            **probe_machine(run_dir),
+            **measure_machine(run_dir),
         }
     env_path.write_text(json.dumps(environment, indent=1))
 

@@ -14,10 +14,13 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields
 from functools import cached_property
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from suite.scenario import Scenario
 from suite.spreadsheet import neutralise
+
+if TYPE_CHECKING:
+    from suite.stability import Verdict
 
 # 2: per-process repeats (`processes`), the kernel's peak RSS, the machine's noise and a stability
 # verdict; records of version 1 read as one process, judged on their spread alone
@@ -195,7 +198,7 @@ class _Json:
     READERS: ClassVar[Mapping[str, Callable[[Any], Any]]] = {}
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]):
+    def from_json(cls: type[_J], data: Mapping[str, Any]) -> _J:
         return cls(**cls._values(data), keys=tuple(data))
 
     @classmethod
@@ -210,6 +213,9 @@ class _Json:
 
     def to_json(self) -> dict[str, Any]:
         return {k: self.extra[k] if k in self.extra else _plain(getattr(self, k)) for k in self.keys}
+
+
+_J = TypeVar("_J", bound=_Json)
 
 
 def _same(value: Any) -> Any:
@@ -399,7 +405,7 @@ class Record(_Json):
         return stability.groups(self._json)
 
     @cached_property
-    def verdict(self):
+    def verdict(self) -> Verdict:
         """The stability verdict (suite.stability) of this record."""
         from suite import stability
 
@@ -415,36 +421,36 @@ class Record(_Json):
 
     @cached_property
     def _row(self) -> dict[str, Any]:
-        s, t = self.scenario, self.timings
-        latency = t.latency
+        scenario, timings = self.scenario, self.timings
+        latency = timings.latency
         row: dict[str, Any] = {
             "schema_version": self.schema_version,
             "run_id": self.run_id,
-            "scenario": s.name,
-            "family": s.family,
-            "model": s.model,
-            "weights": s.weights,
+            "scenario": scenario.name,
+            "family": scenario.family,
+            "model": scenario.model,
+            "weights": scenario.weights,
             "weights_source": (self.weights or {}).get("source", ""),
             "weights_hash": (self.weights or {}).get("hash", ""),
-            "task": s.task,
-            "sampler": s.sampler,
-            "device": self.device or s.device,
-            "precision": s.precision,
-            "memory_mode": s.memory_mode,
-            "vram_budget_gib": s.vram_budget_gib or "",
-            "width": s.width,
-            "height": s.height,
-            "steps": s.steps,
-            "batch": s.batch,
-            "guidance_scale": s.guidance_scale,
-            "seed": s.seed,
+            "task": scenario.task,
+            "sampler": scenario.sampler,
+            "device": self.device or scenario.device,
+            "precision": scenario.precision,
+            "memory_mode": scenario.memory_mode,
+            "vram_budget_gib": scenario.vram_budget_gib or "",
+            "width": scenario.width,
+            "height": scenario.height,
+            "steps": scenario.steps,
+            "batch": scenario.batch,
+            "guidance_scale": scenario.guidance_scale,
+            "seed": scenario.seed,
             "status": self.status,
             "error": self.error or "",
-            "repeats": len(t.latency_s),
-            "warmup": len(t.warmup_latency_s),
-            "load_s": t.load_s,
-            "techniques": s.techniques,
-            "compile_s": t.compile_s,
+            "repeats": len(timings.latency_s),
+            "warmup": len(timings.warmup_latency_s),
+            "load_s": timings.load_s,
+            "techniques": scenario.techniques,
+            "compile_s": timings.compile_s,
             "quality": self.quality.verdict if self.quality else "",
             "psnr_db": self.quality.psnr_db if self.quality else None,
             **self._capacity_cells(),
@@ -454,12 +460,12 @@ class Record(_Json):
             "duration_s": self.duration_s,
             **{f"latency_s_{stat}": value for stat, value in latency.items()},
             **self._trust_cells(),
-            "images_per_s": s.batch / latency["median"] if latency["median"] > 0 else math.nan,
+            "images_per_s": scenario.batch / latency["median"] if latency["median"] > 0 else math.nan,
             "s_per_image": self.per_image_s(),
-            **{f"{stage}_s": t.stage_s(stage) for stage in STAGES},
-            "it_per_s": t.it_per_s,
-            "first_step_s": t.first_step_s,
-            **{f"step_s_{stat}": t.steps[stat] for stat in ("median", "p90", "min", "max")},
+            **{f"{stage}_s": timings.stage_s(stage) for stage in STAGES},
+            "it_per_s": timings.it_per_s,
+            "first_step_s": timings.first_step_s,
+            **{f"step_s_{stat}": timings.steps[stat] for stat in ("median", "p90", "min", "max")},
             **(self.memory.cells() if self.memory else {}),
             "energy_j_per_image": self.energy.j_per_image if self.energy else None,
             "avg_power_w": self.energy.avg_power_w if self.energy else None,
@@ -469,15 +475,15 @@ class Record(_Json):
         return {c: _cell(row.get(c)) for c in COLUMNS}
 
     def _capacity_cells(self) -> dict[str, Any]:
-        c = self.capacity
-        if not c:
+        search = self.capacity
+        if not search:
             return {}
         return {
-            "capacity_search": c.search,
-            "capacity_value": c.value,
-            "capacity_unit": c.unit,
-            "capacity_probes": c.probes_run,
-            "capacity_note": c.note or "",
+            "capacity_search": search.search,
+            "capacity_value": search.value,
+            "capacity_unit": search.unit,
+            "capacity_probes": search.probes_run,
+            "capacity_note": search.note or "",
         }
 
     def _trust_cells(self) -> dict[str, Any]:
@@ -488,15 +494,15 @@ class Record(_Json):
         cells: dict[str, Any] = {"processes": len(self.processes) or (1 if groups else None)}
         if sum(len(g) for g in groups) > 1:
             cells["latency_s_ci_low"], cells["latency_s_ci_high"] = median_interval(groups)
-        v = self.verdict
+        verdict = self.verdict
         cells.update(
-            stability=v.stability,
-            stability_reason=v.reason,
-            stability_advice=v.advice,
-            repeat_spread_pct=v.repeat_spread_pct,
-            process_spread_pct=v.process_spread_pct,
-            drift_pct=v.drift_pct,
-            others_cpu_pct=v.others_cpu_pct,
+            stability=verdict.stability,
+            stability_reason=verdict.reason,
+            stability_advice=verdict.advice,
+            repeat_spread_pct=verdict.repeat_spread_pct,
+            process_spread_pct=verdict.process_spread_pct,
+            drift_pct=verdict.drift_pct,
+            others_cpu_pct=verdict.others_cpu_pct,
             steal_pct=(self.system or {}).get("steal_pct"),
             memory_sampling=self.memory_sampling or "",
         )

@@ -1,15 +1,15 @@
 """Run scenarios, each in its own worker process, and keep every outcome.
 
-The runner never imports a model or creates a CUDA context: it decides what cannot run here
-(`skipped`), starts one worker process per scenario with a timeout, turns whatever happens to
-the worker (a record, a crash, a hang) into exactly one record, and appends it to the results
-store before starting the next. Workers die with the runner (worker.die_with_runner), so a
-`kill -9` of the runner leaves no orphan holding the GPU, and `--resume` continues the run. A
-capacity search is one scenario whose probes are answered by a `ProbeServer`: one worker per
-configuration that loads it once (suite.probe_worker says how each probe stays isolated). Where
-the card has room for several, the searches of different configurations run side by side, each
-configuration's in its own thread and probe server (`probe_servers_that_fit`); every other
-scenario runs alone, so nothing that is timed ever shares the machine.
+- The runner never imports a model or creates a CUDA context: it decides what cannot run here
+  (`skipped`) and starts a `WorkerProcess` for the rest, under a timeout.
+- Whatever happens to a worker (a record, a crash, a hang) becomes exactly one record, appended
+  to the results store before the next scenario starts.
+- Workers die with the runner (worker.die_with_runner): a `kill -9` of the runner leaves no
+  orphan holding the GPU, and `--resume` continues the run.
+- A capacity search is one scenario whose probes a `ProbeServer` answers: one worker per
+  configuration, loaded once (suite.probe_worker says how each probe stays isolated).
+- Where the card has room, the searches of different configurations run side by side, each in its
+  own thread and probe server (`probe_servers_that_fit`); anything timed runs alone.
 """
 
 from __future__ import annotations
@@ -439,12 +439,12 @@ class Runner:
     def search(self, scenario: Scenario, timeout: float, slot: ServerSlot) -> dict[str, Any]:
         """A capacity search, its probes answered by the probe server of their configuration."""
 
-        def probe(p: Scenario) -> dict[str, Any]:
+        def probe(probe_scenario: Scenario) -> dict[str, Any]:
             if self._stopping.is_set():  # no fresh server once the run is stopping: the search ends here
                 return {"status": "error", "error": "the run was stopped"}
-            label = p.name.rsplit(".probe-", 1)[1]
+            label = probe_scenario.name.rsplit(".probe-", 1)[1]
             self._event(scenario, {"phase": f"probe {label}"})
-            record = self.probe_record(p, scenario, timeout, slot)
+            record = self.probe_record(probe_scenario, scenario, timeout, slot)
             verdict = {"ok": "fits", "oom": "out of memory"}.get(record["status"], record["status"])
             self._event(scenario, {"phase": f"probe {label}: {verdict}"})
             return record
@@ -513,11 +513,11 @@ def skip_reason(scenario: Scenario) -> str | None:
     return None
 
 
-def probe_machine(run_dir: Path, timeout_s: float = 300.0) -> dict[str, Any]:
+def measure_machine(run_dir: Path, timeout_s: float = 300.0) -> dict[str, Any]:
     """Fingerprint and peak rates, measured in a worker so this process never holds a CUDA context."""
-    out = run_dir / "work" / "probe.json"
+    out = run_dir / "work" / "machine.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    outcome = run_process(worker.child_probe, (str(out),), run_dir / "work" / "probe.log", timeout_s)
+    outcome = run_process(worker.child_measure_machine, (str(out),), run_dir / "work" / "machine.log", timeout_s)
     if not out.exists():
         raise RuntimeError(f"measuring the machine failed (exit {outcome.returncode}): {outcome.log_tail}")
     return json.loads(out.read_text())

@@ -1,6 +1,7 @@
 """The reference invisible watermarks of Stable Diffusion, embedded with invisible-watermark itself.
 
-The suite marks its own outputs exactly as the original scripts did (REFERENCE.md), so that what
+The suite marks its own outputs exactly as the original scripts did (docs/audit.md, "How a watermark
+is detected"), so that what
 `sdsuite audit` finds in them is what it would find in images made by those scripts.
 """
 

@@ -1,13 +1,13 @@
 """One scenario in one fresh process: load, warm up, repeat, measure, write one record.
 
-The runner starts a new worker process for every scenario, so an OOM, a crash or a hang ends
-with that process and leaves no allocator state, CUDA context, compiled kernels or fragmentation
-behind for the next one. Workers are forked from a server process that has only imported the
-libraries in PRELOAD (multiprocessing's forkserver), which saves every scenario the seconds of
-importing torch and diffusers without sharing anything else. Progress goes to the runner over a
-pipe; the finished record is written to the job's `result` path; everything the libraries print
-goes to the scenario's log. `child_probe` measures the machine once per run (fingerprint, peak
-matmul rate), so the runner itself never creates a CUDA context.
+- A new process per scenario: an OOM, a crash or a hang ends with it, leaving no allocator state,
+  CUDA context, compiled kernels or fragmentation behind for the next one.
+- Forked from a server that has only imported PRELOAD (multiprocessing's forkserver): no scenario
+  pays for importing torch and diffusers, and none shares anything else.
+- Progress goes to the runner over a pipe, the finished record to the job's `result` path, what the
+  libraries print to the scenario's log.
+- `child_measure_machine` measures the machine once per run (fingerprint, peak matmul rate), so the
+  runner itself never creates a CUDA context.
 """
 
 from __future__ import annotations
@@ -208,8 +208,9 @@ def _unet_tflop(prepared, cache: Path) -> float | None:
         return None
 
 
-def run_job(job: dict[str, Any], record: dict[str, Any]) -> None:
-    """Run the job, filling `record` as measurements come in, so a failure keeps what was measured."""
+def measure_scenario(job: dict[str, Any], record: dict[str, Any]) -> None:
+    """Load, warm up and time the job's scenario, filling `record` as measurements come in, so a
+    failure keeps what was measured."""
     import torch
 
     from suite import pipelines
@@ -429,7 +430,7 @@ def save_images(images, run_dir: Path, name: str) -> list[str]:
     return out
 
 
-def probe(out: Path) -> None:
+def measure_machine(out: Path) -> None:
     """Fingerprint and peak matmul rates of this machine, written as JSON."""
     import torch
 
@@ -466,9 +467,9 @@ def card_memory(device) -> dict[str, Any]:
     return {"gpu_free_gib": free / 2**30, "gpu_process_memory": mine is not None}
 
 
-def child_probe(out: str, channel, log_path: str, runner_pid: int) -> None:
+def child_measure_machine(out: str, channel, log_path: str, runner_pid: int) -> None:
     isolate(channel, log_path, runner_pid)
-    probe(Path(out))
+    measure_machine(Path(out))
 
 
 def child_main(job_path: str, channel, log_path: str, runner_pid: int) -> None:
@@ -478,7 +479,7 @@ def child_main(job_path: str, channel, log_path: str, runner_pid: int) -> None:
     started = time.time()
     record: dict[str, Any] = {}
     try:
-        run_job(job, record)
+        measure_scenario(job, record)
     except BaseException as exc:  # every failure becomes an outcome, never a lost scenario
         traceback.print_exc()
         record.update(failure(exc))

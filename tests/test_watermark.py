@@ -32,7 +32,7 @@ def test_scheme_lengths_match_the_reference():
 
 
 def test_sdxl_float_path_marks_the_channel_order_it_was_given():
-    # The float path rounds after encoding, which flips some votes (REFERENCE.md): the reference
+    # The float path rounds after encoding, which flips some votes (docs/audit.md, "Float path"): the reference
     # decoder reads most bits back in the matching order, and chance in the other one.
     bits = np.array(SCHEMES["sdxl"].bits)
     for order, other in (("bgr", "rgb"), ("rgb", "bgr")):
