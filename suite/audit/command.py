@@ -278,8 +278,9 @@ def _scan(args: argparse.Namespace, paths: list[str], options: Any) -> Iterator[
 
 def run(args: argparse.Namespace) -> int:
     from suite.audit.output import FORMAT_OF_SUFFIX, make_writer
-    from suite.audit.scan import AuditOptions, Summary, expand
+    from suite.audit.scan import AuditOptions, expand
     from suite.audit.sources import dataset_format
+    from suite.audit.summary import Summary
 
     try:
         schemes = schemes_from_args(args)

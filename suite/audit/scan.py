@@ -18,7 +18,7 @@ import signal
 import stat
 import threading
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -64,43 +64,6 @@ class AuditOptions:
     max_pixels: int = MAX_PIXELS
     metadata: bool = True
     search: str = "auto"  # the searches for edited marks: auto | always | never (searches.wanted)
-
-
-@dataclass
-class Summary:
-    """Counts for the end of a scan."""
-
-    scanned: int = 0
-    ok: int = 0
-    too_small: int = 0
-    errors: int = 0
-    detected: dict[str, int] = field(default_factory=dict)
-    error_kinds: dict[str, int] = field(default_factory=dict)
-
-    def add(self, record: dict[str, Any]) -> None:
-        self.scanned += 1
-        if record["status"] == "ok":
-            self.ok += 1
-        elif record["status"] == "too_small":
-            self.too_small += 1
-        else:
-            self.errors += 1
-            kind = record.get("error_kind") or "error"
-            self.error_kinds[kind] = self.error_kinds.get(kind, 0) + 1
-        for mark in record["watermarks"]:
-            self.detected.setdefault(mark["scheme"], 0)
-            if mark["detected"]:
-                self.detected[mark["scheme"]] += 1
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "scanned": self.scanned,
-            "ok": self.ok,
-            "too_small": self.too_small,
-            "errors": self.errors,
-            "detected": dict(self.detected),
-            "error_kinds": dict(self.error_kinds),
-        }
 
 
 def expand(inputs: Iterable[str], all_files: bool = False) -> Iterator[str]:
@@ -267,7 +230,7 @@ def new_record(**names: Any) -> dict[str, Any]:
 
 
 def audit_file(path: str, options: AuditOptions) -> dict[str, Any]:
-    """One file's record (DESIGN.md); never raises for a bad file."""
+    """One file's record (docs/audit.md, Records); never raises for a bad file."""
     record = new_record(path=path)
     try:
         data = _read(path)

@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from suite.audit.output import PER_SCHEME, flat_columns, flat_values
-from suite.audit.scan import AuditError, AuditOptions, Summary, audit_bytes, new_record, settle_process
+from suite.audit.scan import AuditError, AuditOptions, audit_bytes, new_record, settle_process
 from suite.audit.sources import Source, read_samples
+from suite.audit.summary import Summary
 
 SHARD_COLUMNS = ("shard", "key")
 OPTIONS_KEY = b"sdsuite.audit.options"

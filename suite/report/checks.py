@@ -6,7 +6,6 @@ its mark is exactly what an auditor would find in that file.
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,47 +58,3 @@ def mark_check(record: dict[str, Any], embedded: str) -> MarkCheck:
     return MarkCheck(
         embedded, record.get("status", "error"), found, p_value, exact, accuracy, record.get("error") or ""
     )
-
-
-def file_verdict(record: dict[str, Any]) -> str:
-    """The category of one audited file: the scheme(s) found, `none`, `too_small` or `error`."""
-    status = record.get("status", "error")
-    if status != "ok":
-        return status if status == "too_small" else "error"
-    found = [m["scheme"] for m in record.get("watermarks") or [] if m.get("detected")]
-    return "+".join(found) or "none"
-
-
-@dataclass
-class SchemeCounts:
-    detected: int = 0
-    not_detected: int = 0
-    exact: int = 0  # detected files whose bits also spell the message exactly
-    min_p: float | None = None
-
-    @property
-    def checked(self) -> int:
-        return self.detected + self.not_detected
-
-
-def summarise_audit(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Counts over an audit: files by status, by verdict and by error kind; each scheme's detections."""
-    per_scheme: dict[str, SchemeCounts] = {}
-    for record in records:
-        for mark in record.get("watermarks") or []:
-            counts = per_scheme.setdefault(mark["scheme"], SchemeCounts())
-            if mark.get("detected"):
-                counts.detected += 1
-                counts.exact += bool(mark.get("exact"))
-            else:
-                counts.not_detected += 1
-            p = mark.get("p_value")
-            if p is not None and (counts.min_p is None or p < counts.min_p):
-                counts.min_p = p
-    errors = Counter(r.get("error_kind") or "error" for r in records if r.get("status") not in ("ok", "too_small"))
-    return {
-        "status": Counter(r.get("status", "error") for r in records),
-        "verdicts": Counter(file_verdict(r) for r in records),
-        "error_kinds": errors,
-        "per_scheme": per_scheme,
-    }

@@ -20,9 +20,10 @@ from typing import Any, BinaryIO
 from suite import __version__
 from suite.audit.defaults import DEFAULT_ALPHA, MAX_PIXELS
 from suite.audit.output import search_text
+from suite.audit.summary import Summary, file_verdict
 from suite.record import FINGERPRINT, STATUSES, Record
 from suite.report import capacity, charts, speedups, sweeps, trust
-from suite.report.checks import MarkCheck, audit_image, file_verdict, mark_check, summarise_audit
+from suite.report.checks import MarkCheck, audit_image, mark_check
 from suite.report.compare import compare_runs
 from suite.report.markup import badge, e, fmt, page, quality_cell, svg_figure, table, td
 from suite.report.runs import Run
@@ -494,17 +495,17 @@ def audit_file_headers(name: str) -> tuple[tuple[str, bool], ...]:
 
 
 def _audit_body(records: Sequence[dict[str, Any]], listed: list[int], uris: Iterator[str | None]) -> str:
-    summary = summarise_audit(list(records))
+    summary = Summary.of(records)
     scheme_rows = "".join(
         f"<tr><td>{e(scheme)}</td><td class='num'>{c.detected:,}</td><td class='num'>{c.not_detected:,}</td>"
         f"<td class='num'>{c.detected / c.checked:.1%}</td><td class='num'>{c.exact:,}</td>"
         f"{td(c.min_p, True, 2)}</tr>"
-        for scheme, c in summary["per_scheme"].items()
+        for scheme, c in summary.per_scheme.items()
     )
     order = ("ok", "too_small", "error")
     status_line = " ".join(
-        f"<span>{badge(k)} {summary['status'][k]:,}</span>"
-        for k in sorted(summary["status"], key=lambda k: order.index(k) if k in order else len(order))
+        f"<span>{badge(k)} {summary.status[k]:,}</span>"
+        for k in sorted(summary.status, key=lambda k: order.index(k) if k in order else len(order))
     )
     by_scheme: dict[str, list[float]] = {}
     for r in records:
@@ -512,7 +513,7 @@ def _audit_body(records: Sequence[dict[str, Any]], listed: list[int], uris: Iter
             if m.get("p_value") is not None:
                 by_scheme.setdefault(m["scheme"], []).append(m["p_value"])
     failed = [r for r in records if r.get("status") != "ok"]
-    kinds = ", ".join(f"{kind} {n:,}" for kind, n in summary["error_kinds"].most_common())
+    kinds = ", ".join(f"{kind} {n:,}" for kind, n in summary.error_kinds.most_common())
     error_rows = [
         f'<tr data-status="{e(r.get("status"))}"><td class="mono path">{e(r.get("path"))}</td>'
         f"<td>{badge(r.get('status') or 'error')}</td>"
@@ -526,13 +527,13 @@ def _audit_body(records: Sequence[dict[str, Any]], listed: list[int], uris: Iter
         else ""
     )
     file_headers = audit_file_headers("path")
-    verdict_names = sorted(summary["verdicts"], key=lambda v: (v in ("none", "too_small", "error"), v))
+    verdict_names = sorted(summary.verdicts, key=lambda v: (v in ("none", "too_small", "error"), v))
     body = [
         "<h2>Summary</h2>",
         f'<p class="counts">{len(records):,} file(s): {status_line}</p>',
         '<div class="row">',
         svg_figure(
-            charts.verdicts(dict(summary["verdicts"]), list(summary["per_scheme"])),
+            charts.verdicts(dict(summary.verdicts), list(summary.per_scheme)),
             "Files by verdict: the scheme(s) detected, none, too small to carry a mark, or unreadable",
             "No files in this audit.",
         ),
@@ -552,8 +553,8 @@ def _audit_body(records: Sequence[dict[str, Any]], listed: list[int], uris: Iter
         ),
         "<h2>Not audited</h2>",
         (
-            f'<p class="note">{sum(summary["error_kinds"].values()):,} file(s) could not be audited'
-            f"{f' ({e(kinds)})' if kinds else ''}; {summary['status'].get('too_small', 0):,} too small to carry "
+            f'<p class="note">{sum(summary.error_kinds.values()):,} file(s) could not be audited'
+            f"{f' ({e(kinds)})' if kinds else ''}; {summary.too_small:,} too small to carry "
             "a mark (the reference needs 256x256 pixels).</p>"
             + table(
                 "audit-errors", (("path", False), ("status", False), ("kind", False), ("reason", False)), error_rows

@@ -8,7 +8,8 @@ import pytest
 from PIL import Image
 
 from suite.audit import scan as scan_module
-from suite.audit.scan import AuditOptions, Summary, audit_file, expand, load_rgb, scan
+from suite.audit.scan import AuditOptions, audit_file, expand, load_rgb, scan
+from suite.audit.summary import Summary
 from suite.watermark import embed
 
 
