@@ -33,9 +33,17 @@ import numpy as np
 import scipy.fft
 
 from suite.audit import votes
-from suite.audit.decode import ORDERS, ChannelOrder
+from suite.audit.decode import ORDERS
 from suite.audit.decode import steps as steps_from
-from suite.audit.detect import FLOAT_OFFSET, SCALE_FLOOR, degrees_of_freedom, impulse_votes, two_sided_p
+from suite.audit.detect import (
+    FLOAT_OFFSET,
+    SCALE_FLOOR,
+    Realignment,
+    SearchEvidence,
+    degrees_of_freedom,
+    impulse_votes,
+    two_sided_p,
+)
 from suite.watermark import Scheme
 
 # What each offset's blocks are read for (detect.Readings' path names): the lattice readings of
@@ -47,17 +55,6 @@ ORIGINAL_WIDTHS = range(256, 2049, 64)  # pixels: where a cropped image may have
 GRID = 8  # pixels per block side: the offsets tried are 0..7 in each direction
 SCORED = 32  # alignments per scheme whose z is computed exactly (_strongest)
 ROW_STEP = math.gcd(ORIGINAL_WIDTHS.start, ORIGINAL_WIDTHS.step) // GRID  # every C is a multiple of this
-
-
-@dataclass(frozen=True)
-class CropEvidence:
-    """The strongest alignment of one scheme found by the search."""
-
-    z: float  # negative when the votes are inverted
-    p_value: float  # two-sided, corrected over every alignment tried
-    order: ChannelOrder
-    path: str
-    offset: tuple[int, int]  # (rows, columns) of the first whole block of the grid, in pixels
 
 
 def row_lengths(length: int, width: int) -> np.ndarray:
@@ -286,7 +283,7 @@ def _strongest(sums: np.ndarray, spread: np.ndarray, scheme: Scheme) -> np.ndarr
 
 def search(
     u: np.ndarray, schemes: list[Scheme], lattice: bool = True, steps: bool = False
-) -> list[CropEvidence | None]:
+) -> list[SearchEvidence | None]:
     """Every scheme's strongest alignment over the 64 grid offsets of an image's U planes
     (orders, height, width), in decode.ORDERS, on the lattice readings and/or the step ones (which
     find a crop saved as JPEG or WebP with subsampled chroma, or a JPEG cropped; both cost 2.3x
@@ -297,7 +294,7 @@ def search(
         return [None] * len(schemes)
     float_reading = any(scheme.float_path for scheme in schemes)
     grids = _Grids.of(u, float_reading, lattice, steps)
-    evidence: list[CropEvidence | None] = []
+    evidence: list[SearchEvidence | None] = []
     for scheme in schemes:
         readings = readings_of(scheme, lattice, steps)
         rows = _rows(grids.readings.index(name) for name in readings)
@@ -311,12 +308,12 @@ def search(
         reading, order, dy, dx = np.unravel_index(strongest[0], (len(readings), orders, GRID, GRID))
         p_value = two_sided_p(float(z[strongest]), degrees_of_freedom(scheme.bits))
         evidence.append(
-            CropEvidence(
+            SearchEvidence(
                 float(z[strongest]),
                 min(1.0, p_value * tests_per_scheme(scheme, width, orders, lattice, steps)),
                 ORDERS[order],
                 readings[reading],
-                (int(dy), int(dx)),
+                Realignment("crop", (int(dy), int(dx))),  # the grid's first whole block, in pixels
             )
         )
     return evidence

@@ -120,6 +120,17 @@ class Realignment:
 
 
 @dataclass(frozen=True)
+class SearchEvidence:
+    """One scheme's strongest test in a search (searches.py), and where it lined the image up."""
+
+    z: float  # negative when the votes are inverted
+    p_value: float  # two-sided, corrected over every alignment, order and reading the search tried
+    order: ChannelOrder
+    path: str
+    realignment: Realignment
+
+
+@dataclass(frozen=True)
 class Evidence:
     """One scheme's verdict in one image, from the strongest of its tests."""
 

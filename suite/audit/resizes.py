@@ -18,30 +18,26 @@ candidate, channel order and reading tried.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
 from suite.audit import votes
-from suite.audit.decode import ORDERS, ChannelOrder, neighbour_blocks_mean, steps
-from suite.audit.detect import FLOAT_OFFSET, degrees_of_freedom, impulse_votes, two_sided_p, z_scores
+from suite.audit.decode import ORDERS, neighbour_blocks_mean, steps
+from suite.audit.detect import (
+    FLOAT_OFFSET,
+    Realignment,
+    SearchEvidence,
+    degrees_of_freedom,
+    impulse_votes,
+    two_sided_p,
+    z_scores,
+)
 from suite.watermark import Scheme
 
 SIDES = range(384, 1537, 64)  # SD models' outputs are seldom smaller
 MAX_ORIGINAL_PIXELS = 1_600_000
 MAX_SCALE = 2.0
-
-
-@dataclass(frozen=True)
-class ResizeEvidence:
-    """One scheme's strongest test over the candidate originals."""
-
-    z: float  # negative when the votes are inverted
-    p_value: float  # two-sided, corrected over every candidate, order and reading tried
-    order: ChannelOrder
-    path: str
-    original: tuple[int, int]  # (width, height)
 
 
 def originals(width: int, height: int) -> list[tuple[int, int]]:
@@ -104,7 +100,7 @@ def _impulse_votes(peak: np.ndarray, trough: np.ndarray | None, surround: np.nda
     return np.stack(rows)
 
 
-def search(u: np.ndarray, schemes: list[Scheme], lattice: bool = True) -> list[ResizeEvidence | None]:
+def search(u: np.ndarray, schemes: list[Scheme], lattice: bool = True) -> list[SearchEvidence | None]:
     """Each scheme's strongest test over an image's U planes (orders, height, width), in
     decode.ORDERS, resized back to every candidate original, on the lattice and step readings (the
     step ones only without `lattice`); None for all where the image's size has no candidate."""
@@ -126,12 +122,12 @@ def search(u: np.ndarray, schemes: list[Scheme], lattice: bool = True) -> list[R
             strongest = int(np.abs(z).argmax())
             if abs(z[strongest]) > abs(best[i][0]):
                 best[i] = (float(z[strongest]), strongest, size)
-    found: list[ResizeEvidence | None] = []
+    found: list[SearchEvidence | None] = []
     for scheme, (z, test, size) in zip(schemes, best, strict=True):
         steps = IMPULSE_READINGS[: len(votes.readings_of(scheme))]
         readings = (*votes.readings_of(scheme), *steps) if lattice else steps
         tests = len(candidates) * len(readings) * u.shape[0]
         p_value = min(1.0, two_sided_p(z, degrees_of_freedom(scheme.bits)) * tests)
         reading, order = divmod(test, u.shape[0])
-        found.append(ResizeEvidence(z, p_value, ORDERS[order], readings[reading], size))
+        found.append(SearchEvidence(z, p_value, ORDERS[order], readings[reading], Realignment("resize", size)))
     return found

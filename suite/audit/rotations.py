@@ -12,29 +12,16 @@ Bonferroni-corrected over every angle, channel order and reading tried.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import cv2
 import numpy as np
 
 from suite.audit import votes
-from suite.audit.decode import ORDERS, ChannelOrder
-from suite.audit.detect import degrees_of_freedom, two_sided_p, z_scores
+from suite.audit.decode import ORDERS
+from suite.audit.detect import Realignment, SearchEvidence, degrees_of_freedom, two_sided_p, z_scores
 from suite.watermark import Scheme
 
 ANGLES = (-2.0, -1.0, 1.0, 2.0)  # degrees counter-clockwise an image may have been rotated by
 MAX_SIDE = 2048  # pixels: SD outputs are no larger, and rotating in place keeps the size
-
-
-@dataclass(frozen=True)
-class RotationEvidence:
-    """One scheme's strongest test over the angles."""
-
-    z: float  # negative when the votes are inverted
-    p_value: float  # two-sided, corrected over every angle, order and reading tried
-    order: ChannelOrder
-    path: str
-    angle: float  # degrees counter-clockwise the image was rotated by
 
 
 def undoing(angle: float, width: int, height: int) -> np.ndarray:
@@ -56,7 +43,7 @@ def _ll_band(sums: np.ndarray, angle: float, height: int, width: int) -> np.ndar
     )
 
 
-def search(u: np.ndarray, schemes: list[Scheme]) -> list[RotationEvidence | None]:
+def search(u: np.ndarray, schemes: list[Scheme]) -> list[SearchEvidence | None]:
     """Each scheme's strongest test over an image's U planes (orders, height, width), in
     decode.ORDERS, rotated back by every angle in ANGLES; None for all where the image is larger
     than any SD output (rotating keeps the size) or too small to hold a block."""
@@ -74,10 +61,10 @@ def search(u: np.ndarray, schemes: list[Scheme]) -> list[RotationEvidence | None
             strongest = int(np.abs(z).argmax())
             if abs(z[strongest]) > abs(best[i][0]):
                 best[i] = (float(z[strongest]), strongest, angle)
-    found: list[RotationEvidence | None] = []
+    found: list[SearchEvidence | None] = []
     for scheme, (z, test, angle) in zip(schemes, best, strict=True):
         readings = votes.readings_of(scheme)
         p_value = min(1.0, two_sided_p(z, degrees_of_freedom(scheme.bits)) * len(ANGLES) * len(readings) * orders)
         reading, order = divmod(test, orders)
-        found.append(RotationEvidence(z, p_value, ORDERS[order], readings[reading], angle))
+        found.append(SearchEvidence(z, p_value, ORDERS[order], readings[reading], Realignment("rotation", angle)))
     return found

@@ -15,15 +15,23 @@ them little, while the searches that live on weak evidence keep theirs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import cv2
 import numpy as np
 
 from suite.audit import crops, resizes, rotations, votes
-from suite.audit.decode import ORDERS, ChannelOrder, bits_from_votes, decode, read_blocks
+from suite.audit.decode import ORDERS, bits_from_votes, decode, read_blocks
 from suite.audit.defaults import DEFAULT_ALPHA
-from suite.audit.detect import Evidence, Realignment, degrees_of_freedom, examine, two_sided_p, z_scores
+from suite.audit.detect import (
+    Evidence,
+    Realignment,
+    SearchEvidence,
+    degrees_of_freedom,
+    examine,
+    two_sided_p,
+    z_scores,
+)
 from suite.watermark import Scheme
 
 # How a mirrored image is flipped back: (rows, columns) of the pixel arrays.
@@ -39,20 +47,6 @@ TURNS = {
     Realignment("mirror", "anti-diagonal"): (True, 2),
 }
 TURNS_SHARE = 0.05  # of alpha, for the five tests of TURNS together
-
-
-@dataclass(frozen=True)
-class TurnEvidence:
-    """One scheme's lattice test on the image turned back."""
-
-    z: float
-    p_value: float  # two-sided, corrected over the orders and readings tried
-    order: ChannelOrder
-    path: str
-    turn: Realignment
-
-
-Found = Evidence | TurnEvidence | crops.CropEvidence | resizes.ResizeEvidence | rotations.RotationEvidence
 
 
 def wanted(policy: str) -> bool:
@@ -83,7 +77,7 @@ def _square_sums(u: np.ndarray) -> np.ndarray:
     return sums
 
 
-def _lattice_evidence(sums: np.ndarray, schemes: list[Scheme], turn: Realignment) -> list[TurnEvidence]:
+def _lattice_evidence(sums: np.ndarray, schemes: list[Scheme], turn: Realignment) -> list[SearchEvidence]:
     """Each scheme's test on the lattice readings (votes.py) of an image's square sums (_square_sums)."""
     band = np.ascontiguousarray(sums[:, : sums.shape[1] // 4 * 4, : sums.shape[2] // 4 * 4])
     peak, trough = votes.block_extremes(band, any(scheme.float_path for scheme in schemes))
@@ -94,11 +88,11 @@ def _lattice_evidence(sums: np.ndarray, schemes: list[Scheme], turn: Realignment
         z = z_scores(soft[: len(readings)], scheme.bits)
         reading, order = np.unravel_index(int(np.abs(z).argmax()), z.shape)
         p_value = min(1.0, two_sided_p(float(z[reading, order]), degrees_of_freedom(scheme.bits)) * z.size)
-        found.append(TurnEvidence(float(z[reading, order]), p_value, ORDERS[order], readings[reading], turn))
+        found.append(SearchEvidence(float(z[reading, order]), p_value, ORDERS[order], readings[reading], turn))
     return found
 
 
-def _turned(u: np.ndarray, schemes: list[Scheme]) -> list[list[TurnEvidence]]:
+def _turned(u: np.ndarray, schemes: list[Scheme]) -> list[list[SearchEvidence]]:
     """Per TURNS entry, each scheme's lattice test on the U planes turned back. The square sums turn
     with the image where its sides are even (its 2x2 squares stay on the even grid); an odd side's
     are summed again on the planes turned back."""
@@ -108,29 +102,30 @@ def _turned(u: np.ndarray, schemes: list[Scheme]) -> list[list[TurnEvidence]]:
     return [_lattice_evidence(turned_back(sums, turn, (1, 2)), schemes, turn) for turn in TURNS]
 
 
-def _realigned(aligned: Evidence, found: Found, rgb: np.ndarray) -> Evidence:
+def _lined_up(rgb: np.ndarray, realignment: Realignment) -> np.ndarray:
+    """The decoded pixels as a search lined them up with the mark (not for crops: the reference
+    decoder reads a moved grid's blocks wrong whatever is done to the pixels)."""
+    if realignment in TURNS:
+        return np.ascontiguousarray(turned_back(rgb, realignment))
+    if realignment.edit == "resize":
+        return resizes.restore(rgb, realignment.where)
+    height, width = rgb.shape[:2]
+    undone = rotations.undoing(realignment.where, width, height)
+    return cv2.warpAffine(rgb, undone, (width, height), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+
+
+def _realigned(aligned: Evidence, found: Evidence | SearchEvidence, rgb: np.ndarray) -> Evidence:
     """The scheme's evidence as a search found it, with the reference decoder's bits where the
-    search lined the image up: the image as it is for a crop, resized or rotated back for a resize
-    or a rotation (a mirror's evidence already is the aligned test's on the image flipped back)."""
-    length = aligned.scheme.length
+    search lined the image up (a mirror's evidence already is the aligned test's on the image
+    flipped back; a crop's bits are read from the image as it is)."""
     if isinstance(found, Evidence):
         return found
-    if isinstance(found, TurnEvidence):
-        bits = decode(np.ascontiguousarray(turned_back(rgb, found.turn)), (length,), found.order)[length]
-        realignment = found.turn
-    elif isinstance(found, resizes.ResizeEvidence):
-        bits = decode(resizes.restore(rgb, found.original), (length,), found.order)[length]
-        realignment = Realignment("resize", found.original)
-    elif isinstance(found, rotations.RotationEvidence):
-        height, width = rgb.shape[:2]
-        undone = rotations.undoing(found.angle, width, height)
-        back = cv2.warpAffine(rgb, undone, (width, height), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
-        bits = decode(back, (length,), found.order)[length]
-        realignment = Realignment("rotation", found.angle)
-    else:
+    length = aligned.scheme.length
+    if found.realignment.edit == "crop":
         bits = bits_from_votes(read_blocks(rgb, (found.order,)).votes(0), length)
-        realignment = Realignment("crop", found.offset)
-    return replace(aligned, z=found.z, path=found.path, order=found.order, bits=bits, realignment=realignment)
+    else:
+        bits = decode(_lined_up(rgb, found.realignment), (length,), found.order)[length]
+    return replace(aligned, z=found.z, path=found.path, order=found.order, bits=bits, realignment=found.realignment)
 
 
 def reexamine(
@@ -161,7 +156,7 @@ def reexamine(
     turned = _turned(u, schemes)
     by_crop = crops.search(u, schemes, lattice=thorough or not lossy_chroma, steps=thorough or lossy_chroma)
     by_resize = resizes.search(u, schemes, lattice=thorough or not lossy_chroma)
-    by_rotation: list[rotations.RotationEvidence | None] = [None] * len(schemes)
+    by_rotation: list[SearchEvidence | None] = [None] * len(schemes)
     if thorough:
         by_rotation = rotations.search(u, schemes)
     result = list(evidence)
@@ -169,7 +164,7 @@ def reexamine(
         aligned = evidence[i]
         mirrors = [replace(found[j], realignment=Realignment("mirror", axis)) for axis, found in mirrored.items()]
         others = (by_resize[j], by_crop[j], by_rotation[j])
-        searched: list[Found] = [*mirrors, *(f for f in others if f is not None)]
+        searched: list[Evidence | SearchEvidence] = [*mirrors, *(f for f in others if f is not None)]
         share = (1 - TURNS_SHARE) / (1 + len(searched))  # the aligned test's and each search's
         weighted = [(found.p_value / share, found) for found in (aligned, *searched)]
         weighted += [(found[j].p_value * len(TURNS) / TURNS_SHARE, found[j]) for found in turned]

@@ -249,7 +249,7 @@ def test_a_jpeg_cropped_is_found_on_the_step_readings_only():
     lattice = crops.search(u, [SCHEMES["sd-v1"]])[0]
     steps = crops.search(u, [SCHEMES["sd-v1"]], steps=True)[0]
     assert lattice.p_value > 1e-6
-    assert steps.p_value <= 1e-6 and steps.path == "impulse" and steps.offset == (3, 3)
+    assert steps.p_value <= 1e-6 and steps.path == "impulse" and steps.realignment == Realignment("crop", (3, 3))
     assert crops.tests_per_scheme(SCHEMES["sd-v1"], 448, steps=True) == 2 * crops.tests_per_scheme(
         SCHEMES["sd-v1"], 448
     )
