@@ -234,9 +234,16 @@ def blocks_of(u: np.ndarray, orders: tuple[ChannelOrder, ...]) -> Blocks:
     sums; float planes (rebuilt from a file's stored chroma, readers.py) float32 ones."""
     rows, cols = block_grid(u.shape[1], u.shape[2])
     u = u[:, : rows * 8, : cols * 8]
+    return Blocks(tuple(orders), u, square_sums(u), (rows, cols))
+
+
+def square_sums(u: np.ndarray) -> np.ndarray:
+    """(orders, height // 2, width // 2): the sum of each 2x2 pixel square on the even grid of U
+    planes, twice its LL coefficient: exact uint16 for uint8 planes, float32 for float ones."""
+    u = u[:, : u.shape[1] // 2 * 2, : u.shape[2] // 2 * 2]
     wide = np.uint16 if u.dtype == np.uint8 else np.float32
     pairs = np.add(u[:, 0::2], u[:, 1::2], dtype=wide)  # vertical pairs, then horizontal ones
-    return Blocks(tuple(orders), u, pairs[..., 0::2] + pairs[..., 1::2], (rows, cols))
+    return pairs[..., 0::2] + pairs[..., 1::2]
 
 
 def blocks_of_samples(samples: np.ndarray, orders: tuple[ChannelOrder, ...], height: int, width: int) -> Blocks:

@@ -114,7 +114,7 @@ def search(u: np.ndarray, schemes: list[Scheme], lattice: bool = True) -> list[S
         band = _ll_band(planes, size)
         peak, trough = votes.block_extremes(band, float_reading)
         impulses = _impulse_votes(peak, trough, neighbour_blocks_mean(band))
-        soft = votes.soft(peak, trough) if lattice else impulses
+        soft = votes.soft(peak, trough) if lattice else None
         for i, scheme in enumerate(schemes):
             used = len(votes.readings_of(scheme))
             rows = np.concatenate([soft[:used], impulses[:used]]) if lattice else impulses[:used]

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from suite.audit import crops, resizes, rotations, votes
-from suite.audit.decode import ORDERS, bits_from_votes, decode, read_blocks
+from suite.audit.decode import ORDERS, bits_from_votes, decode, read_blocks, square_sums
 from suite.audit.defaults import DEFAULT_ALPHA
 from suite.audit.detect import (
     Evidence,
@@ -66,19 +66,8 @@ def turned_back(image: np.ndarray, turn: Realignment, axes: tuple[int, int] = (0
     return np.rot90(np.swapaxes(image, *axes) if swap else image, quarters, axes)
 
 
-def _square_sums(u: np.ndarray) -> np.ndarray:
-    """(orders, height // 2, width // 2): the sum of each 2x2 pixel square on the even grid of U
-    planes (orders, height, width), twice its LL coefficient (exact in uint16 for uint8 planes)."""
-    planes = u[:, : u.shape[1] // 2 * 2, : u.shape[2] // 2 * 2]
-    sums = planes[:, 0::2, 0::2].astype(np.uint16 if u.dtype == np.uint8 else np.float32)
-    sums += planes[:, 1::2, 0::2]
-    sums += planes[:, 0::2, 1::2]
-    sums += planes[:, 1::2, 1::2]
-    return sums
-
-
 def _lattice_evidence(sums: np.ndarray, schemes: list[Scheme], turn: Realignment) -> list[SearchEvidence]:
-    """Each scheme's test on the lattice readings (votes.py) of an image's square sums (_square_sums)."""
+    """Each scheme's test on the lattice readings (votes.py) of an image's square sums (decode.square_sums)."""
     band = np.ascontiguousarray(sums[:, : sums.shape[1] // 4 * 4, : sums.shape[2] // 4 * 4])
     peak, trough = votes.block_extremes(band, any(scheme.float_path for scheme in schemes))
     soft = votes.soft(peak, trough)
@@ -97,8 +86,8 @@ def _turned(u: np.ndarray, schemes: list[Scheme]) -> list[list[SearchEvidence]]:
     with the image where its sides are even (its 2x2 squares stay on the even grid); an odd side's
     are summed again on the planes turned back."""
     if u.shape[1] % 2 or u.shape[2] % 2:
-        return [_lattice_evidence(_square_sums(turned_back(u, turn, (1, 2))), schemes, turn) for turn in TURNS]
-    sums = _square_sums(u)
+        return [_lattice_evidence(square_sums(turned_back(u, turn, (1, 2))), schemes, turn) for turn in TURNS]
+    sums = square_sums(u)
     return [_lattice_evidence(turned_back(sums, turn, (1, 2)), schemes, turn) for turn in TURNS]
 
 
