@@ -31,6 +31,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 import scipy.fft
+from scipy.special import stdtr
 
 from suite.audit import votes
 from suite.audit.decode import ORDERS
@@ -39,10 +40,10 @@ from suite.audit.detect import (
     FLOAT_OFFSET,
     SCALE_FLOOR,
     Realignment,
+    ScalePrior,
     SearchEvidence,
     degrees_of_freedom,
     impulse_votes,
-    two_sided_p,
 )
 from suite.watermark import Scheme
 
@@ -53,7 +54,7 @@ from suite.watermark import Scheme
 READINGS = ("uint8", "float", "impulse", "float-impulse")
 ORIGINAL_WIDTHS = range(256, 2049, 64)  # pixels: where a cropped image may have come from (heights too)
 GRID = 8  # pixels per block side: the offsets tried are 0..7 in each direction
-SCORED = 32  # alignments per scheme whose z is computed exactly (_strongest)
+SPILL_Z = 4.0  # T's peak over its decoys' rms above which the fitted message is taken out of them
 ROW_STEP = math.gcd(ORIGINAL_WIDTHS.start, ORIGINAL_WIDTHS.step) // GRID  # every C is a multiple of this
 
 
@@ -251,34 +252,47 @@ def _sum_spectra(grids: _Grids, readings: slice | list[int], length: int, length
     return sums.reshape(-1, *sums.shape[-2:])
 
 
-def _strongest(sums: np.ndarray, spread: np.ndarray, scheme: Scheme) -> np.ndarray:
-    """z of the strongest shift s of each (test, C), from D's half spectra (tests, C, k) and each
-    test's sum of squared centred votes (tests,): exact for the SCORED alignments that stand out
-    most, 0 for the others (removing the fitted message changes a scale by little).
+def _strongest(sums: np.ndarray, spread: np.ndarray, scheme: Scheme) -> tuple[np.ndarray, np.ndarray]:
+    """(p-values, z) of the strongest shift s of each (test, C), from D's half spectra (tests, C, k)
+    and each test's sum of squared centred votes (tests,); p = 1 where another test of the same
+    pool has a larger |z|.
 
-    As in detect.z_scores, the scale is the decoys' rms but never less than SCALE_FLOOR times the
-    spread's root (the scale T has when the blocks are shuffled among the bits).
+    As in detect.z_scores, a scale comes from the decoys (the other shifts, less what the fitted
+    message puts into them) and is never less than SCALE_FLOOR times the spread's root (the scale
+    T has when the blocks are shuffled among the bits); here it is also shrunk towards what the
+    64 grid offsets of the same reading, order and C say (detect.ScalePrior), which gives the
+    t-test far more degrees of freedom.
     """
-    length = scheme.length
+    length, row_lengths = scheme.length, sums.shape[1]
+    dof = degrees_of_freedom(scheme.bits)
     message, autocorrelation = _message(scheme.bits)
     t = scipy.fft.irfft(np.conj(sums) * message, n=length, axis=-1).reshape(-1, length)  # T for every shift s
-    floor = SCALE_FLOOR * np.sqrt(np.repeat(spread, sums.shape[1]))
+    rows = np.arange(t.shape[0])
     best = np.abs(t).argmax(axis=-1)
-    peak = t[np.arange(t.shape[0]), best]
-    rough_scale = np.sqrt(np.maximum(np.einsum("ij,ij->i", t, t) - peak**2, 0.0) / max(length - 1, 1))
-    stands_out = np.abs(peak) / np.maximum(np.maximum(rough_scale, floor), 1e-30)
-    scored = np.argpartition(stands_out, -SCORED)[-SCORED:] if t.shape[0] > SCORED else np.arange(t.shape[0])
-    # the other shifts, less what the fitted message puts into them, are the decoys
-    decoys = (
-        t[scored]
-        - (peak[scored] / length)[:, None] * autocorrelation[(np.arange(length) - best[scored, None]) % length]
-    )
-    decoys[np.arange(scored.size), best[scored]] = 0.0
-    scale = np.maximum(np.sqrt(np.sum(decoys**2, axis=-1) / max(length - 1, 1)), floor[scored])
-    z = np.zeros(t.shape[0])
-    top = peak[scored]
-    z[scored] = np.where(scale > 1e-6 * np.maximum(1.0, np.abs(top)), top / np.maximum(scale, 1e-300), 0.0)
-    return z.reshape(sums.shape[:-1])
+    peak = t[rows, best]
+    others = np.maximum(np.einsum("ij,ij->i", t, t) - peak**2, 0.0)
+    # where T stands out, the fitted message is removed from the decoys: it adds (peak / L) a(s - best)
+    # to shift s; elsewhere what it adds is too small to matter
+    strong = np.flatnonzero(peak**2 > SPILL_Z**2 * others / max(length - 1, 1))
+    lags = autocorrelation[(np.arange(length) - best[strong, None]) % length]
+    fitted = peak[strong] / length
+    cross = np.einsum("ij,ij->i", t[strong], lags) - peak[strong] * autocorrelation[0]
+    tail = float(np.sum(autocorrelation[1:] ** 2))
+    others[strong] = np.maximum(others[strong] - 2 * fitted * cross + fitted**2 * tail, 0.0)
+    decoy_ms = others / max(length - 1, 1)
+    rows_spread = np.repeat(spread, row_lengths)
+    pools = (-1, GRID * GRID, row_lengths)  # the 64 offsets of each (reading, order), per C
+    prior = ScalePrior.of(decoy_ms.reshape(pools), rows_spread.reshape(pools), dof, axis=1)
+    shrunk, total_dof = prior.shrink(decoy_ms.reshape(pools), rows_spread.reshape(pools), dof)
+    scale = np.maximum(np.sqrt(shrunk.ravel()), SCALE_FLOOR * np.sqrt(rows_spread))
+    z = np.where(scale > 1e-6 * np.maximum(1.0, np.abs(peak)), peak / np.maximum(scale, 1e-300), 0.0)
+    # within a pool the degrees of freedom are the same, so only its largest |z| can be its smallest p
+    pooled = np.abs(z).reshape(pools)
+    strongest = pooled.argmax(axis=1)[:, None, :]
+    p_values = np.ones(pooled.shape)
+    dof_of = np.take_along_axis(total_dof, strongest, axis=1)
+    np.put_along_axis(p_values, strongest, 2.0 * stdtr(dof_of, -np.take_along_axis(pooled, strongest, axis=1)), axis=1)
+    return p_values.reshape(sums.shape[:-1]), z.reshape(sums.shape[:-1])
 
 
 def search(
@@ -303,10 +317,10 @@ def search(
             evidence.append(None)
             continue
         spread = grids.spread[rows].reshape(-1)
-        z = _strongest(_sum_spectra(grids, rows, scheme.length, lengths), spread, scheme)
-        strongest = np.unravel_index(int(np.abs(z).argmax()), z.shape)
+        p_values, z = _strongest(_sum_spectra(grids, rows, scheme.length, lengths), spread, scheme)
+        strongest = np.unravel_index(int(p_values.argmin()), z.shape)
         reading, order, dy, dx = np.unravel_index(strongest[0], (len(readings), orders, GRID, GRID))
-        p_value = two_sided_p(float(z[strongest]), degrees_of_freedom(scheme.bits))
+        p_value = float(p_values[strongest])
         evidence.append(
             SearchEvidence(
                 float(z[strongest]),

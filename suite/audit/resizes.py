@@ -21,16 +21,21 @@ import math
 
 import cv2
 import numpy as np
+from scipy.special import stdtr
 
 from suite.audit import votes
 from suite.audit.decode import ORDERS, neighbour_blocks_mean, steps
 from suite.audit.detect import (
     FLOAT_OFFSET,
+    PRIOR_WEIGHT,
     Realignment,
+    ScalePrior,
     SearchEvidence,
     degrees_of_freedom,
     impulse_votes,
+    statistics,
     two_sided_p,
+    z_from,
     z_scores,
 )
 from suite.watermark import Scheme
@@ -100,10 +105,55 @@ def _impulse_votes(peak: np.ndarray, trough: np.ndarray | None, surround: np.nda
     return np.stack(rows)
 
 
+def _votes(band: np.ndarray, float_reading: bool, lattice: bool) -> np.ndarray:
+    """(readings, orders, blocks): the lattice readings (votes.READINGS, with `lattice`) then the step
+    ones (IMPULSE_READINGS), the float ones only with `float_reading`."""
+    peak, trough = votes.block_extremes(band, float_reading)
+    impulses = _impulse_votes(peak, trough, neighbour_blocks_mean(band))
+    return np.concatenate([votes.soft(peak, trough), impulses]) if lattice else impulses
+
+
+def _scheme_rows(read: np.ndarray, scheme: Scheme, lattice: bool) -> np.ndarray:
+    """The rows of `_votes` a scheme is tested on (its readings, in `readings_of` order)."""
+    used, kinds = len(votes.readings_of(scheme)), read.shape[0] // (2 if lattice else 1)
+    return np.concatenate([read[:used], read[kinds : kinds + used]]) if lattice else read[:used]
+
+
+# The block grid's offsets in LL samples, each way: a resized-back band read at the 16 offsets of
+# its 4x4 blocks (the mark's at (0, 0)) pools the scale of its tests (detect.ScalePrior).
+LL_OFFSETS = 4
+# Pooling costs 15 more readings of a band; it is done only where the pooled scale could bring a
+# corrected p-value under this (the shrunk scale can lower z's scale by at most sqrt(1 + weight)).
+POOL_BELOW = 1e-3
+
+
+def _pooled_p(band: np.ndarray, scheme: Scheme, lattice: bool, float_reading: bool) -> tuple[float, float, int]:
+    """(p, z, row) of the strongest of a candidate's tests, each test's scale shrunk towards what
+    the band's 16 grid offsets say (rolled, so every offset keeps the block layout)."""
+    dof = degrees_of_freedom(scheme.bits)
+    offsets = [(dy, dx) for dy in range(LL_OFFSETS) for dx in range(LL_OFFSETS)]
+    stats = [
+        statistics(
+            _scheme_rows(_votes(np.roll(band, (-dy, -dx), axis=(1, 2)), float_reading, lattice), scheme, lattice),
+            scheme.bits,
+        )
+        for dy, dx in offsets
+    ]
+    t, decoy_ms, spread = (np.stack(parts) for parts in zip(*stats, strict=True))  # (offsets, readings, orders)
+    prior = ScalePrior.of(decoy_ms, spread, dof, axis=0)
+    shrunk, total_dof = prior.shrink(decoy_ms[:1], spread[:1], dof)
+    z = z_from(t[0], shrunk[0], spread[0]).ravel()
+    p_values = 2.0 * stdtr(total_dof[0].ravel(), -np.abs(z))
+    row = int(p_values.argmin())
+    return float(p_values[row]), float(z[row]), row
+
+
 def search(u: np.ndarray, schemes: list[Scheme], lattice: bool = True) -> list[SearchEvidence | None]:
     """Each scheme's strongest test over an image's U planes (orders, height, width), in
     decode.ORDERS, resized back to every candidate original, on the lattice and step readings (the
-    step ones only without `lattice`); None for all where the image's size has no candidate."""
+    step ones only without `lattice`); None for all where the image's size has no candidate. The
+    strongest candidate's tests are scored again with their scales pooled over its grid offsets
+    (`_pooled_p`) where that could matter."""
     candidates = originals(u.shape[2], u.shape[1])
     if not candidates:
         return [None] * len(schemes)
@@ -111,14 +161,9 @@ def search(u: np.ndarray, schemes: list[Scheme], lattice: bool = True) -> list[S
     planes = u.astype(np.float32, copy=False)
     best = [(0.0, 0, candidates[0])] * len(schemes)
     for size in candidates:
-        band = _ll_band(planes, size)
-        peak, trough = votes.block_extremes(band, float_reading)
-        impulses = _impulse_votes(peak, trough, neighbour_blocks_mean(band))
-        soft = votes.soft(peak, trough) if lattice else None
+        read = _votes(_ll_band(planes, size), float_reading, lattice)
         for i, scheme in enumerate(schemes):
-            used = len(votes.readings_of(scheme))
-            rows = np.concatenate([soft[:used], impulses[:used]]) if lattice else impulses[:used]
-            z = z_scores(rows, scheme.bits).ravel()
+            z = z_scores(_scheme_rows(read, scheme, lattice), scheme.bits).ravel()
             strongest = int(np.abs(z).argmax())
             if abs(z[strongest]) > abs(best[i][0]):
                 best[i] = (float(z[strongest]), strongest, size)
@@ -127,7 +172,15 @@ def search(u: np.ndarray, schemes: list[Scheme], lattice: bool = True) -> list[S
         steps = IMPULSE_READINGS[: len(votes.readings_of(scheme))]
         readings = (*votes.readings_of(scheme), *steps) if lattice else steps
         tests = len(candidates) * len(readings) * u.shape[0]
-        p_value = min(1.0, two_sided_p(z, degrees_of_freedom(scheme.bits)) * tests)
+        dof = degrees_of_freedom(scheme.bits)
+        p_value = two_sided_p(z, dof)
+        reachable = two_sided_p(z * np.sqrt(1 + PRIOR_WEIGHT), dof * (1 + PRIOR_WEIGHT)) * tests
+        if reachable <= POOL_BELOW:
+            pooled, pooled_z, row = _pooled_p(_ll_band(planes, size), scheme, lattice, float_reading)
+            if pooled < p_value:
+                p_value, z, test = pooled, pooled_z, row
         reading, order = divmod(test, u.shape[0])
-        found.append(SearchEvidence(z, p_value, ORDERS[order], readings[reading], Realignment("resize", size)))
+        found.append(
+            SearchEvidence(z, min(1.0, p_value * tests), ORDERS[order], readings[reading], Realignment("resize", size))
+        )
     return found

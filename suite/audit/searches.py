@@ -9,7 +9,7 @@ a rotation by a degree or two turns the grid (rotations.py rotates back by whole
 with `--search always`, as it costs a quarter of the other searches again). Each search has its
 own corrected p-value; a scheme's verdict then rests on the smallest of its tests, each divided by
 its share of alpha (weighted Bonferroni), so the chance of flagging an unmarked image stays within
-alpha. The quarter turns share TURNS_SHARE of it: they leave a mark whole, so a small share costs
+alpha. Where several tests find a mark, the record names the simplest edit that explains it. The quarter turns share TURNS_SHARE of it: they leave a mark whole, so a small share costs
 them little, while the searches that live on weak evidence keep theirs.
 """
 
@@ -155,10 +155,14 @@ def reexamine(
         others = (by_resize[j], by_crop[j], by_rotation[j])
         searched: list[Evidence | SearchEvidence] = [*mirrors, *(f for f in others if f is not None)]
         share = (1 - TURNS_SHARE) / (1 + len(searched))  # the aligned test's and each search's
-        weighted = [(found.p_value / share, found) for found in (aligned, *searched)]
+        weighted = [(found.p_value / share, found) for found in (aligned, *mirrors)]
         weighted += [(found[j].p_value * len(TURNS) / TURNS_SHARE, found[j]) for found in turned]
-        # the first wins a tie: the aligned test, then the mirrors, then a resize
-        p_value, best = min(weighted, key=lambda pair: pair[0])
+        weighted += [(found.p_value / share, found) for found in searched[len(mirrors) :]]
+        # where several tests find the mark, the record names the simplest edit (the order above:
+        # a vertical flip is also a crop whose rows run the other way), and where none does, the
+        # strongest evidence
+        found_by = [pair for pair in weighted if pair[0] <= alpha]
+        p_value, best = found_by[0] if found_by else min(weighted, key=lambda pair: pair[0])
         p_value = min(1.0, p_value)
         if p_value > alpha or best is aligned:
             result[i] = replace(aligned, p_value=p_value)

@@ -1,8 +1,9 @@
 import audit_corpus
 import numpy as np
 import pytest
+from scipy.special import stdtr
 
-from suite.audit.detect import degrees_of_freedom, examine, z_scores
+from suite.audit.detect import PRIOR_WEIGHT, ScalePrior, degrees_of_freedom, examine, z_scores
 from suite.watermark import SCHEMES, scheme_from_bits
 
 ALL = list(SCHEMES.values())
@@ -93,3 +94,52 @@ def test_degrees_of_freedom_follow_the_message_spectrum():
     random_bits = tuple(int(b) for b in rng.integers(0, 2, 128))
     assert 40 < degrees_of_freedom(random_bits) < 127
     assert 10 < degrees_of_freedom(SCHEMES["sd-v2"].bits) < 31
+
+
+def _pools(rng: np.random.Generator, inflation: np.ndarray, dof: float, tests: int = 64) -> tuple[np.ndarray, ...]:
+    """Decoy mean squares of `tests` tests per pool whose true squared scale is `inflation` times
+    their spread, each estimated with `dof` degrees of freedom (a scaled chi-square)."""
+    spread = rng.uniform(50, 500, (inflation.size, tests))
+    true = inflation[:, None] * spread
+    return true * rng.chisquare(dof, spread.shape) / dof, spread
+
+
+def test_a_pool_of_consistent_scales_gives_its_tests_the_prior_s_full_weight():
+    rng = np.random.default_rng(3)
+    dof = degrees_of_freedom(SCHEMES["sd-v2"].bits)
+    ms, spread = _pools(rng, np.full(20, 1.7), dof)  # every test's scale inflated alike
+    prior = ScalePrior.of(ms, spread, dof, axis=1)
+    assert np.allclose(prior.dof, PRIOR_WEIGHT * dof)
+    assert np.allclose(prior.ratio, 1.7, rtol=0.15)
+    shrunk, total = prior.shrink(ms, spread, dof)
+    assert np.allclose(total, (1 + PRIOR_WEIGHT) * dof)
+    # shrunk towards the truth: its estimates of each scale err less than the tests' own
+    assert np.std(np.log(shrunk / (1.7 * spread))) < 0.6 * np.std(np.log(ms / (1.7 * spread)))
+
+
+def test_a_pool_whose_scales_differ_lends_them_little_weight():
+    rng = np.random.default_rng(4)
+    dof = degrees_of_freedom(SCHEMES["sd-v2"].bits)
+    spread = rng.uniform(50, 500, (20, 64))
+    inflation = np.exp(rng.normal(0, 1.0, spread.shape))  # one test's correlation says nothing of the next
+    ms = inflation * spread * rng.chisquare(dof, spread.shape) / dof
+    prior = ScalePrior.of(ms, spread, dof, axis=1)
+    assert np.all(prior.dof < 0.5 * dof) and np.median(prior.dof) < 0.25 * dof
+    small = ScalePrior.of(ms[:, :10], spread[:, :10], dof, axis=1)  # too few tests to pool
+    assert np.all(small.dof == 0)
+    assert np.allclose(small.shrink(ms[:, :10], spread[:, :10], dof)[0], ms[:, :10])
+
+
+def test_the_prior_keeps_the_moderated_t_calibrated_under_the_null():
+    # tests whose T is normal with its true scale, which differs between pools and a little within
+    # them: the moderated p-values stay uniform in the tail
+    rng = np.random.default_rng(5)
+    dof = degrees_of_freedom(SCHEMES["sd-v2"].bits)
+    spread = rng.uniform(50, 500, (400, 64))
+    true = np.exp(rng.normal(0, 0.5, (400, 1)) + rng.normal(0, 0.15, spread.shape)) * spread
+    ms = true * rng.chisquare(dof, spread.shape) / dof
+    t = rng.standard_normal(spread.shape) * np.sqrt(true)
+    prior = ScalePrior.of(ms, spread, dof, axis=1)
+    shrunk, total = prior.shrink(ms, spread, dof)
+    p = 2 * stdtr(total, -np.abs(t / np.sqrt(shrunk)))
+    assert np.mean(p < 0.01) < 0.013 and np.mean(p < 0.001) < 0.0015
