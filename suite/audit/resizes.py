@@ -175,10 +175,8 @@ def search(u: np.ndarray, schemes: list[Scheme], lattice: bool = True) -> list[S
         dof = degrees_of_freedom(scheme.bits)
         p_value = two_sided_p(z, dof)
         reachable = two_sided_p(z * np.sqrt(1 + PRIOR_WEIGHT), dof * (1 + PRIOR_WEIGHT)) * tests
-        if reachable <= POOL_BELOW:
-            pooled, pooled_z, row = _pooled_p(_ll_band(planes, size), scheme, lattice, float_reading)
-            if pooled < p_value:
-                p_value, z, test = pooled, pooled_z, row
+        if reachable <= POOL_BELOW:  # the test's p-value is then the pooled one, never the smaller of two
+            p_value, z, test = _pooled_p(_ll_band(planes, size), scheme, lattice, float_reading)
         reading, order = divmod(test, u.shape[0])
         found.append(
             SearchEvidence(z, min(1.0, p_value * tests), ORDERS[order], readings[reading], Realignment("resize", size))
