@@ -303,7 +303,8 @@ def _quartiles(values: np.ndarray, counts: np.ndarray, axis: int) -> np.ndarray:
     below = position.astype(np.intp)
     above = np.minimum(below + 1, last)
     low, high = np.take_along_axis(ordered, below, -1), np.take_along_axis(ordered, above, -1)
-    value = np.where(present > 0, low + (position - below) * np.where(above > below, high - low, 0.0), np.nan)
+    with np.errstate(invalid="ignore"):  # an empty pool's values are all +inf: inf - inf, masked below
+        value = np.where(present > 0, low + (position - below) * np.where(above > below, high - low, 0.0), np.nan)
     return np.expand_dims(np.moveaxis(value, -1, 0), 1 + axis % values.ndim)  # the pools' axis kept, of length 1
 
 
