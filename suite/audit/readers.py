@@ -126,7 +126,7 @@ def jpeg_chroma(image: Image.Image, data: bytes) -> tuple[np.ndarray, str] | Non
     layout = chroma_layout(image)
     if layout not in ("420", "422"):
         return None
-    half = Image.open(io.BytesIO(data))
+    half = Image.open(io.BytesIO(data), formats=(image.format,))
     try:
         half.draft("YCbCr", (image.width // 2, image.height // 2))  # PIL picks scale 1/2; libjpeg rounds up
         if half.mode != "YCbCr" or half.size != ((image.width + 1) // 2, (image.height + 1) // 2):

@@ -26,14 +26,16 @@ from PIL import Image, UnidentifiedImageError
 
 from suite.audit import searches
 from suite.audit.decode import block_grid
-from suite.audit.defaults import DEFAULT_ALPHA, MAX_FILE_BYTES, MAX_PIXELS
+from suite.audit.defaults import DEFAULT_ALPHA, MAX_FILE_BYTES, MAX_PIXELS, image_formats
 from suite.audit.detect import Evidence, examine
 from suite.audit.png import decode_rgb, read_chunks
 from suite.audit.readers import decode_jpeg_rgb, read_pixels
 from suite.watermark import MIN_PIXELS, SCHEMES, Scheme
 
 # Folders are searched for these; files named on the command line are read whatever their name.
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+IMAGE_SUFFIXES = frozenset(
+    {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".avif", ".bmp", ".tif", ".tiff", ".gif"}
+)
 ERROR_KINDS = (
     "not_found",
     "empty",
@@ -163,9 +165,11 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
     with _PIL_LIMIT:
         pil_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
         try:
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(io.BytesIO(data), formats=image_formats())
         except UnidentifiedImageError:
-            raise AuditError("not_an_image", "not an image PIL can read") from None
+            raise AuditError(
+                "not_an_image", f"not an image in a format the audit reads ({', '.join(image_formats())})"
+            ) from None
         except (OSError, ValueError, SyntaxError) as exc:
             raise _classify(exc) from None
         finally:

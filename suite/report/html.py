@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from suite import __version__
-from suite.audit.defaults import DEFAULT_ALPHA, MAX_PIXELS
+from suite.audit.defaults import DEFAULT_ALPHA, MAX_PIXELS, image_formats
 from suite.audit.output import search_text
 from suite.audit.summary import Summary, file_verdict
 from suite.record import FINGERPRINT, STATUSES, Record
@@ -49,7 +49,7 @@ def image_thumbnail(image_file: str | Path | BinaryIO, size: int = THUMBNAIL_PX)
     from PIL import Image
 
     try:
-        with Image.open(image_file) as image:
+        with Image.open(image_file, formats=image_formats()) as image:
             if image.width * image.height > MAX_PIXELS:
                 return None  # a decompression bomb, refused as the audit refuses it
             image.draft("RGB", (size, size))

@@ -176,3 +176,34 @@ def test_an_unexpected_decoder_exception_is_one_error_record(tmp_path, monkeypat
     record = audit_file(str(tmp_path / "odd.png"), AuditOptions())
     assert (record["status"], record["error_kind"]) == ("error", "corrupt")
     assert record["error"].startswith("error: unpack")
+
+
+def test_formats_outside_the_audits_list_are_not_decoded(tmp_path, monkeypatch):
+    """PIL would open an EPS file and run Ghostscript on it to rasterise it; the audit reads it as
+    no image at all, whatever its name, and never reaches Ghostscript."""
+    from PIL import EpsImagePlugin
+
+    path = tmp_path / "drawing.png"
+    path.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 512 512\nshowpage\n%%EOF\n")
+    with Image.open(path) as opened:
+        assert opened.format == "EPS"  # what PIL alone makes of it
+
+    def ghostscript(*args, **kwargs):
+        raise AssertionError("Ghostscript was run on an audited file")
+
+    monkeypatch.setattr(EpsImagePlugin, "Ghostscript", ghostscript)
+    record = audit_file(str(path), AuditOptions())
+    assert record["error_kind"] == "not_an_image"
+    assert "EPS" not in record["error"] and "PNG" in record["error"]
+
+
+def test_avif_files_are_found_in_folders_and_audited(tmp_path):
+    from PIL import features
+
+    if not features.check("avif"):
+        pytest.skip("this PIL has no AVIF codec")
+    embed(_photo(), "sd-v1").save(tmp_path / "marked.avif", quality=90)
+    assert [Path(p).name for p in expand([str(tmp_path)])] == ["marked.avif"]
+    record = audit_file(str(tmp_path / "marked.avif"), AuditOptions())
+    assert record["status"] == "ok"
+    assert [m["scheme"] for m in record["watermarks"] if m["detected"]] == ["sd-v1"]
