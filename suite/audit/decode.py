@@ -180,8 +180,8 @@ def block_surround(band: np.ndarray) -> np.ndarray:
     the mean of the ring around each of its coefficients (Blocks.impulses)."""
     rows, cols = band.shape[1] // BLOCK, band.shape[2] // BLOCK
     # an area resize by exactly 1/4 is the mean of each 4x4 block
-    sums = [cv2.resize(_ring_sum(plane), (cols, rows), interpolation=cv2.INTER_AREA) for plane in band]
-    return np.stack(sums).reshape(len(sums), -1) / np.float32(_RING_SAMPLES)
+    sums = [cv2.resize(ring_sum(plane), (cols, rows), interpolation=cv2.INTER_AREA) for plane in band]
+    return np.stack(sums).reshape(len(sums), -1) / np.float32(RING_SAMPLES)
 
 
 def neighbour_blocks_mean(band: np.ndarray) -> np.ndarray:
@@ -198,10 +198,10 @@ _BLOCK_RING[1, 1] = 0
 
 
 _RING_SIDES = (2 * RING + 1, 2 * RING - 1)
-_RING_SAMPLES = _RING_SIDES[0] ** 2 - _RING_SIDES[1] ** 2
+RING_SAMPLES = _RING_SIDES[0] ** 2 - _RING_SIDES[1] ** 2
 
 
-def _ring_sum(plane: np.ndarray) -> np.ndarray:
+def ring_sum(plane: np.ndarray) -> np.ndarray:
     """float32: the sum of the ring of samples RING away from each sample (two box sums)."""
     outer, inner = (
         cv2.boxFilter(plane, cv2.CV_32F, (side, side), normalize=False, borderType=cv2.BORDER_REFLECT)

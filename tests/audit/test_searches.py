@@ -38,6 +38,21 @@ def test_the_search_contains_the_aligned_test(marked_samples, monkeypatch):
             assert abs(found.z) >= _aligned_z(sample.rgb, scheme) * (1 - 1e-4), (sample.name, scheme.name)
 
 
+def test_the_step_search_contains_the_aligned_step_test(marked_samples, monkeypatch):
+    # the crop search's step readings compare each block's coefficient with the ring the aligned
+    # test uses (decode.block_surround): at offset (0, 0), the image's own row length and shift 0
+    # it scores what the aligned test's impulse paths score
+    monkeypatch.setattr(detect, "PRIOR_WEIGHT", 0.0)
+    for sample in marked_samples[:6]:
+        readings = detect.Readings.of(read_blocks(sample.rgb), float_path=True)
+        searched = crops.search(u_planes(sample.rgb), ALL, lattice=False, steps=True)
+        for scheme, found in zip(ALL, searched, strict=True):
+            paths = ["impulse", "float-impulse"] if scheme.float_path else ["impulse"]
+            rows = [readings.paths.index(path) for path in paths]
+            aligned = float(np.abs(z_scores(readings.soft[rows], scheme.bits)).max())
+            assert abs(found.z) >= aligned * (1 - 1e-4), (sample.name, scheme.name)
+
+
 def test_cropped_marks_are_found_where_the_grid_moved(edited_samples):
     cropped = [s for s in edited_samples if s.edit == "crop10%"]
     hits, offsets = [], set()
@@ -254,7 +269,10 @@ def test_a_jpeg_cropped_is_found_on_the_step_readings_only():
     lattice = crops.search(u, [SCHEMES["sd-v1"]])[0]
     steps = crops.search(u, [SCHEMES["sd-v1"]], steps=True)[0]
     assert lattice.p_value > 1e-6
-    assert steps.p_value <= 1e-6 and steps.path == "impulse" and steps.realignment == Realignment("crop", (3, 3))
+    assert steps.p_value <= 1e-6 and steps.path == "impulse" and steps.realignment.edit == "crop"
+    # the decoder's chroma upsampling blurs the mark over a pixel: the offsets next to (3, 3) score
+    # within a few per cent of it (12.4 and 12.3), so the strongest is within a pixel of the grid
+    assert max(abs(a - b) for a, b in zip(steps.realignment.where, (3, 3), strict=True)) <= 1
     assert crops.tests_per_scheme(SCHEMES["sd-v1"], 448, steps=True) == 2 * crops.tests_per_scheme(
         SCHEMES["sd-v1"], 448
     )
