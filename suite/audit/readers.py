@@ -43,7 +43,7 @@ class Pixels:
     rgb: np.ndarray  # (height, width, 3) uint8: the decoded pixels; the reference decoder's bits come from here
     reading: str  # where the U planes come from: "pixels", or "jpeg-420" / "jpeg-422" for a JPEG's stored chroma
     samples: np.ndarray | None = None  # (orders, rows, cols) float32: stored chroma as U, one sample per 2x2 pixels
-    # the file coded its chroma lossily at half resolution (JPEG 4:2:0 or 4:2:2, lossy WebP): what
+    # the file coded its chroma lossily at half resolution (JPEG 4:2:0 or 4:2:2, lossy WebP, AVIF 4:2:0): what
     # is left of the mark's lattice there is seldom found, its mean step far more often (crops.py)
     lossy_chroma: bool = False
 
@@ -72,7 +72,8 @@ def read_pixels(rgb: np.ndarray, image: Image.Image, data: bytes) -> Pixels:
     if stored is not None:
         samples, layout = stored
         return Pixels(rgb, f"jpeg-{layout}", samples, lossy_chroma=True)
-    return Pixels(rgb, "pixels", lossy_chroma=image.format == "WEBP" and is_lossy_webp(data))
+    lossy = (image.format == "WEBP" and is_lossy_webp(data)) or (image.format == "AVIF" and is_subsampled_avif(data))
+    return Pixels(rgb, "pixels", lossy_chroma=lossy)
 
 
 def is_lossy_webp(data: bytes) -> bool:
@@ -84,6 +85,21 @@ def is_lossy_webp(data: bytes) -> bool:
         if kind in (b"VP8 ", b"VP8L", b"ANMF"):
             return kind == b"VP8 "
         at += 8 + size + (size & 1)  # chunks are padded to an even size
+    return False
+
+
+def is_subsampled_avif(data: bytes) -> bool:
+    """Whether an AVIF's AV1 stream keeps its chroma at half resolution (4:2:0, as encoders write
+    it by default, or 4:2:2), which only lossy AV1 does: its av1C box (the AV1 codec configuration,
+    marker and version byte 0x81) says so in byte 2's mono_chrome, chroma_subsampling_x and _y bits."""
+    at = data.find(b"av1C")
+    while at >= 4:
+        size = int.from_bytes(data[at - 4 : at], "big")
+        payload = data[at + 4 : at + 7]
+        if size >= 11 and len(payload) == 3 and payload[0] == 0x81:
+            flags = payload[2]
+            return not flags & 0x10 and bool(flags & 0x0C)
+        at = data.find(b"av1C", at + 4)
     return False
 
 
