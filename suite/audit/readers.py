@@ -11,9 +11,12 @@ order saw is a linear function of the stored planes, known exactly:
 - rgb (encoders handed RGB as BGR): U' - 128 = 0.492 * (R - Y'), with Y' the luma of the swapped
   pixels: R - Y' = 1.185 * (R - Y) - 0.185 * (B - Y), so U' is 1.185 Cr-parts and -0.185 Cb-parts.
 
-Each stored sample covers 2x2 pixels, so it is one LL coefficient over two: the aligned test reads
-the samples as they are, and the searches get them spread over their pixels. Everything else (PNG, 4:4:4 JPEG, WebP, what PIL reads) is read from its RGB pixels,
-and the detector's `unblurred` reading path undoes the decoders' chroma upsampling there (decode.py).
+A lossy WebP (VP8) always stores its chroma at half resolution, in BT.601's limited range; libwebp's
+YUV output gives those planes (webp_chroma). Each stored sample covers 2x2 pixels, so it is one LL
+coefficient over two: the aligned test reads the samples as they are, and the searches get them
+spread over their pixels. Everything else (PNG, 4:4:4 JPEG, lossless WebP, AVIF, what PIL reads)
+is read from its RGB pixels, and the detector's `unblurred` reading path undoes the decoders'
+chroma upsampling there (decode.py).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from functools import cached_property
 import cv2
 import numpy as np
 import simplejpeg
+import webp
 from PIL import Image, JpegImagePlugin
 
 from suite.audit.decode import ORDERS, Blocks, ChannelOrder, blocks_of, blocks_of_samples, u_planes
@@ -41,7 +45,9 @@ class Pixels:
     """One image as the audit reads it."""
 
     rgb: np.ndarray  # (height, width, 3) uint8: the decoded pixels; the reference decoder's bits come from here
-    reading: str  # where the U planes come from: "pixels", or "jpeg-420" / "jpeg-422" for a JPEG's stored chroma
+    reading: (
+        str  # where the U planes come from: "pixels", "jpeg-420" / "jpeg-422" (a JPEG's stored chroma) or "webp-420"
+    )
     samples: np.ndarray | None = None  # (orders, rows, cols) float32: stored chroma as U, one sample per 2x2 pixels
     # the file coded its chroma lossily at half resolution (JPEG 4:2:0 or 4:2:2, lossy WebP, AVIF 4:2:0): what
     # is left of the mark's lattice there is seldom found, its mean step far more often (crops.py)
@@ -72,8 +78,12 @@ def read_pixels(rgb: np.ndarray, image: Image.Image, data: bytes) -> Pixels:
     if stored is not None:
         samples, layout = stored
         return Pixels(rgb, f"jpeg-{layout}", samples, lossy_chroma=True)
-    lossy = (image.format == "WEBP" and is_lossy_webp(data)) or (image.format == "AVIF" and is_subsampled_avif(data))
-    return Pixels(rgb, "pixels", lossy_chroma=lossy)
+    if image.format == "WEBP" and is_lossy_webp(data):
+        samples = webp_chroma(data, (image.height, image.width))
+        if samples is not None:
+            return Pixels(rgb, "webp-420", samples, lossy_chroma=True)
+        return Pixels(rgb, "pixels", lossy_chroma=True)
+    return Pixels(rgb, "pixels", lossy_chroma=image.format == "AVIF" and is_subsampled_avif(data))
 
 
 def is_lossy_webp(data: bytes) -> bool:
@@ -151,6 +161,38 @@ def jpeg_chroma(image: Image.Image, data: bytes) -> tuple[np.ndarray, str] | Non
     finally:
         half.close()
     return u_from_chroma(ycbcr[..., 1].astype(np.float32), ycbcr[..., 2].astype(np.float32)), layout
+
+
+# VP8 stores BT.601 limited-range chroma: Cb - 128 = 224/255 of JFIF's full-range Cb - 128.
+_VP8_TO_FULL = 255 / 224
+
+
+def webp_chroma(data: bytes, size: tuple[int, int]) -> np.ndarray | None:
+    """(orders, ceil(height / 2), ceil(width / 2)) float32 U planes from a lossy WebP's stored
+    chroma, which VP8 always keeps at half resolution: libwebp's YUV output (no upsampling),
+    through the webp package's binding. None where the file is not a still lossy image of `size`
+    (height, width) or does not decode."""
+    config = webp.WebPDecoderConfig.new()
+    source = webp.WebPData.from_buffer(data)
+    if webp.lib.WebPGetFeatures(source.ptr.bytes, source.size, webp.ffi.addressof(config.ptr, "input")) != 0:
+        return None
+    features = config.input
+    if features.format != 1 or features.has_animation or (features.height, features.width) != size:
+        return None  # format 1: lossy (2 is lossless, 0 mixed)
+    config.output.colorspace = webp.lib.MODE_YUV
+    config.output.is_external_memory = 0
+    if webp.lib.WebPDecode(source.ptr.bytes, source.size, config.ptr) != webp.lib.VP8_STATUS_OK:
+        return None
+    try:
+        rows, cols = (size[0] + 1) // 2, (size[1] + 1) // 2
+        yuva = config.output.u.YUVA
+        planes = []
+        for plane, stride, length in ((yuva.u, yuva.u_stride, yuva.u_size), (yuva.v, yuva.v_stride, yuva.v_size)):
+            stored = np.frombuffer(webp.ffi.buffer(plane, length), np.uint8).reshape(-1, stride)[:rows, :cols]
+            planes.append(stored.astype(np.float32) * np.float32(_VP8_TO_FULL) + np.float32(128 * (1 - _VP8_TO_FULL)))
+    finally:
+        webp.lib.WebPFreeDecBuffer(webp.ffi.addressof(config.ptr, "output"))
+    return u_from_chroma(*planes)
 
 
 def u_from_chroma(cb: np.ndarray, cr: np.ndarray, orders: tuple[ChannelOrder, ...] = ORDERS) -> np.ndarray:

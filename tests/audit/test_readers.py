@@ -17,6 +17,7 @@ from suite.audit.readers import (
     jpeg_chroma,
     read_pixels,
     u_from_chroma,
+    webp_chroma,
 )
 from suite.audit.scan import AuditOptions, audit_bytes, new_record
 from suite.watermark import SCHEMES, embed
@@ -110,13 +111,16 @@ def test_odd_sizes_and_what_has_no_stored_chroma_read_from_pixels(photo):
     assert np.array_equal(pixels.u[:, 0::2, 0::2], pixels.samples)
     assert np.array_equal(pixels.u[:, 1::2, 1::2], pixels.samples[:, :138, :150])
     assert np.allclose(pixels.blocks().sums, blocks_of(pixels.u, ORDERS).sums)
-    for data in (encoded(photo, quality=95, subsampling=0), encoded(photo, "WEBP", quality=90), encoded(photo, "PNG")):
+    for data in (
+        encoded(photo, quality=95, subsampling=0),
+        encoded(photo, "WEBP", lossless=True),
+        encoded(photo, "PNG"),
+    ):
         image = opened(data)
         rgb = np.asarray(image.convert("RGB"))
         pixels = read_pixels(rgb, image, data)
-        assert pixels.reading == "pixels" and pixels.samples is None
+        assert pixels.reading == "pixels" and pixels.samples is None and not pixels.lossy_chroma
         assert np.array_equal(pixels.u, u_planes(rgb, ORDERS))
-        assert pixels.lossy_chroma == (image.format == "WEBP")
 
 
 def test_lossy_webp_is_told_from_lossless(photo):
@@ -127,6 +131,30 @@ def test_lossy_webp_is_told_from_lossless(photo):
     assert not is_lossy_webp(encoded(small, "WEBP", lossless=True))
     assert not is_lossy_webp(encoded(with_alpha, "WEBP", lossless=True))
     assert not is_lossy_webp(b"RIFF\x10\x00\x00\x00WEBPVP8X\xff\xff\xff\xff")  # a chunk past the end
+
+
+def test_webp_chroma_is_what_vp8_stored(photo):
+    # an image of flat 2x2 squares, each its own colour: VP8 averages each square's chroma into one
+    # stored sample, so the planes read back are the squares' U (less what q100's coding moves)
+    rng = np.random.default_rng(0)
+    squares = rng.integers(40, 216, size=(32, 48, 3), dtype=np.uint8)
+    image = Image.fromarray(np.repeat(np.repeat(squares, 2, axis=0), 2, axis=1))
+    data = encoded(image, "WEBP", quality=100)
+    samples = webp_chroma(data, (64, 96))
+    assert samples is not None and samples.shape == (len(ORDERS), 32, 48)
+    expected = u_planes(squares, ORDERS).astype(np.float32)
+    assert np.median(np.abs(samples - expected)) < 1.5
+    opened_image = opened(data)
+    pixels = read_pixels(np.asarray(opened_image.convert("RGB")), opened_image, data)
+    assert pixels.reading == "webp-420" and pixels.lossy_chroma and pixels.samples.shape == samples.shape
+    # the decoded pixels' 2x2 means follow the stored samples, blurred by the decoder's upsampling
+    decoded = u_planes(np.asarray(opened_image.convert("RGB")), ORDERS).astype(np.float32)
+    means = decoded.reshape(len(ORDERS), 32, 2, 48, 2).mean(axis=(2, 4))
+    assert np.corrcoef(means[0].ravel(), samples[0].ravel())[0, 1] > 0.9
+    assert webp_chroma(encoded(image, "WEBP", lossless=True), (64, 96)) is None
+    assert webp_chroma(data, (64, 97)) is None  # not the size the header gave
+    assert webp_chroma(data[: len(data) // 2], (64, 96)) is None  # cut short
+    assert webp_chroma(b"RIFF\x10\x00\x00\x00WEBPVP8 garbage", (64, 96)) is None
 
 
 def _avif() -> None:
@@ -176,7 +204,7 @@ def test_marks_survive_lossy_chroma(photos, kind, options, at_least):
             readings.add(mark["reading"])
             assert mark["bits"] and set(mark["bits"]) <= {"0", "1"}
     print(f"{kind} {options}: {np.mean(hits):.0%} of {len(hits)}")
-    assert readings == {"jpeg-420" if kind == "JPEG" else "pixels"}
+    assert readings == {"jpeg-420" if kind == "JPEG" else "webp-420"}
     assert np.mean(hits) >= at_least
 
 
