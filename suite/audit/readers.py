@@ -45,9 +45,7 @@ class Pixels:
     """One image as the audit reads it."""
 
     rgb: np.ndarray  # (height, width, 3) uint8: the decoded pixels; the reference decoder's bits come from here
-    reading: (
-        str  # where the U planes come from: "pixels", "jpeg-420" / "jpeg-422" (a JPEG's stored chroma) or "webp-420"
-    )
+    reading: str  # where the U planes come from: "pixels", or stored chroma: "jpeg-420", "jpeg-422", "webp-420"
     samples: np.ndarray | None = None  # (orders, rows, cols) float32: stored chroma as U, one sample per 2x2 pixels
     # the file coded its chroma lossily at half resolution (JPEG 4:2:0 or 4:2:2, lossy WebP, AVIF 4:2:0): what
     # is left of the mark's lattice there is seldom found, its mean step far more often (crops.py)
@@ -174,16 +172,17 @@ def webp_chroma(data: bytes, size: tuple[int, int]) -> np.ndarray | None:
     (height, width) or does not decode."""
     config = webp.WebPDecoderConfig.new()
     source = webp.WebPData.from_buffer(data)
-    if webp.lib.WebPGetFeatures(source.ptr.bytes, source.size, webp.ffi.addressof(config.ptr, "input")) != 0:
+    features_read = webp.lib.WebPGetFeatures(source.ptr.bytes, source.size, webp.ffi.addressof(config.ptr, "input"))
+    if features_read != webp.lib.VP8_STATUS_OK:
         return None
     features = config.input
     if features.format != 1 or features.has_animation or (features.height, features.width) != size:
         return None  # format 1: lossy (2 is lossless, 0 mixed)
     config.output.colorspace = webp.lib.MODE_YUV
-    config.output.is_external_memory = 0
-    if webp.lib.WebPDecode(source.ptr.bytes, source.size, config.ptr) != webp.lib.VP8_STATUS_OK:
-        return None
+    config.output.is_external_memory = 0  # libwebp allocates the planes; freed below, whatever happens
     try:
+        if webp.lib.WebPDecode(source.ptr.bytes, source.size, config.ptr) != webp.lib.VP8_STATUS_OK:
+            return None
         rows, cols = (size[0] + 1) // 2, (size[1] + 1) // 2
         yuva = config.output.u.YUVA
         planes = []
