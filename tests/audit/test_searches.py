@@ -77,6 +77,34 @@ def test_a_crop_of_the_right_and_bottom_is_found_too():
     assert set(found) == {"sd-v1"} and found["sd-v1"].realignment == Realignment("crop", (0, 0))
 
 
+def test_likely_crops_are_the_middle_and_the_corners_of_sd_sizes():
+    places = crops.likely_crops(461, 461)
+    # the middle of 512 (51 pixels cut: 25 on one side, 26 on the other) and its corners
+    assert {(25, 25, 512), (26, 26, 512), (25, 26, 512), (0, 0, 512), (51, 51, 512), (0, 51, 512)} <= set(places)
+    # originals from the crop's size up to LIKELY_ORIGINAL times it, nothing in between
+    widths = {width for _, _, width in places}
+    assert widths == {w for w in crops.ORIGINAL_WIDTHS if 461 <= w <= crops.LIKELY_ORIGINAL * 461}
+    assert (13, 13, 512) not in places
+    # an image as large as any SD output has nowhere likely to come from
+    assert crops.likely_crops(2048, 2048) == ((0, 0, 2048),)
+
+
+def test_a_mark_cropped_in_the_middle_needs_less_evidence_than_one_cropped_anywhere(monkeypatch):
+    # the same mark cut 461x461 out of the middle (a likely crop) and out of (13, 17) (not one),
+    # searched with and without the likely crops' family: the middle's p falls by the ratio of the
+    # families' sizes, the other's doubles (its family keeps half the search's alpha)
+    marked = embed(audit_corpus.fit(audit_corpus.photo("coffee"), (512, 512)), "sd-v2")
+    middle = u_planes(np.asarray(marked.crop((25, 25, 486, 486))))
+    anywhere = u_planes(np.asarray(marked.crop((17, 13, 478, 474))))
+    found = [crops.search(u, [SCHEMES["sd-v2"]])[0] for u in (middle, anywhere)]
+    monkeypatch.setattr(crops, "LIKELY_SHARE", 1e-300)
+    alone = [crops.search(u, [SCHEMES["sd-v2"]])[0] for u in (middle, anywhere)]
+    assert [f.realignment for f in found] == [Realignment("crop", (7, 7)), Realignment("crop", (3, 7))]
+    assert [f.z for f in found] == [f.z for f in alone]
+    assert found[0].p_value * 30 < alone[0].p_value <= 1e-6
+    assert found[1].p_value == pytest.approx(2 * alone[1].p_value, rel=1e-6)
+
+
 def test_no_clean_image_is_flagged_by_the_search(clean_images):
     smallest = 1.0
     for name, image in clean_images[::2]:
