@@ -80,6 +80,16 @@ def test_each_attack_is_written_in_its_native_format(photo512, name, fmt, sampli
         assert b"VP8 " in data[:64] and b"VP8L" not in data[:64]  # lossy, not lossless
 
 
+@pytest.mark.skipif(not attacks.can_save("AVIF"), reason="this Pillow writes no AVIF")
+@pytest.mark.parametrize("name", ["avif90", "avif75", "crop10+avif90"])
+def test_avif_attacks_are_written_as_avif_with_half_resolution_chroma(photo512, name):
+    from suite.audit.readers import is_subsampled_avif
+
+    data = ATTACKS[name].apply(photo512)
+    assert _open(data).format == "AVIF" and ATTACKS[name].suffix == "avif"
+    assert is_subsampled_avif(data)  # what makes the audit read the encoder's step after a crop
+
+
 def test_lower_jpeg_quality_gives_smaller_files(photo512):
     sizes = [len(ATTACKS[f"jpeg{q}-420"].apply(photo512)) for q in (95, 90, 80, 75, 50)]
     assert sizes == sorted(sizes, reverse=True)

@@ -20,7 +20,7 @@ from PIL import Image, ImageEnhance, ImageFilter
 Edit = Callable[[Image.Image], Image.Image]
 NOISE_SEED = 20240  # the same noise for every image, so runs repeat exactly
 SD_SIDES = range(256, 1537, 64)  # sides of the sizes SD outputs (multiples of 64)
-SUFFIXES = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp"}
+SUFFIXES = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp", "AVIF": "avif"}
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,17 @@ def jpeg(quality: int, subsampling: int = 2) -> Encoding:
 
 def webp(quality: int) -> Encoding:
     return Encoding("WEBP", {"quality": quality, "lossless": False})
+
+
+def avif(quality: int) -> Encoding:
+    """AVIF at 4:2:0, its encoders' default (Pillow's AVIF plugin: libavif)."""
+    return Encoding("AVIF", {"quality": quality, "subsampling": "4:2:0"})
+
+
+def can_save(format: str) -> bool:
+    """Whether this Pillow writes `format` (AVIF came with Pillow 11.3, where libavif is built in)."""
+    Image.init()
+    return format in Image.SAVE
 
 
 @dataclass(frozen=True)
@@ -156,6 +167,8 @@ def _matrix() -> list[Attack]:
                 )
             )
     attacks += [Attack(f"webp{q}", "webp", f"lossy WebP quality {q}", encoding=webp(q)) for q in (90, 75)]
+    if can_save("AVIF"):
+        attacks += [Attack(f"avif{q}", "avif", f"AVIF quality {q}, 4:2:0", encoding=avif(q)) for q in (90, 75)]
     attacks += [Attack(f"resize{f:g}", "resize", f"resized x{f:g} (Lanczos)", (scale(f),)) for f in (0.5, 0.75, 1.5)]
     attacks.append(
         Attack("resize-sd", "resize", "resized to the nearest other SD size of its aspect", (to_other_sd_size,))
@@ -178,6 +191,15 @@ def _matrix() -> list[Attack]:
         Attack("resize0.75+jpeg90", "combined", "resized x0.75, then JPEG q90 4:2:0", (scale(0.75),), jpeg(90)),
         Attack("resize0.75+jpeg95", "combined", "resized x0.75, then JPEG q95 4:2:0", (scale(0.75),), jpeg(95)),
         Attack("crop10+jpeg95", "combined", "centre crop 10 %, then JPEG q95 4:2:0", (centre_crop(0.1),), jpeg(95)),
+        *(
+            [
+                Attack(
+                    "crop10+avif90", "combined", "centre crop 10 %, then AVIF q90 4:2:0", (centre_crop(0.1),), avif(90)
+                )
+            ]
+            if can_save("AVIF")
+            else []
+        ),
         Attack(
             "jpeg90+crop10",
             "combined",
