@@ -20,11 +20,13 @@ the image's own C and s = 0 it gives the same z). Original widths are multiples 
 Bonferroni-corrected over every (offset, order, reading, C mod L, s) tried.
 
 Most crops are not anywhere, though: a thumbnail, a square crop or img2dataset's centre_crop keeps
-the middle, and an editor's crop often keeps a corner. Where the crop came from an SD size at most
-LIKELY_ORIGINAL times its own, each of those places fixes the offset, C and s at once, so they are
-a family of a few hundred tests instead of tens of thousands: it gets LIKELY_SHARE of the search's
-alpha (a weighted Bonferroni), which lowers the z a mark cropped there needs (sd-v2's 32 bits, after
-a crop and JPEG q95, from about 9.5 to about 7.5) for a slightly higher one anywhere else.
+the middle, and an editor's crop often keeps a corner; and a crop either keeps the picture's shape
+(both sides cut by the same share: a zoom) or changes it by cutting one side only (a portrait made
+square). Where the crop came from an SD size at most LIKELY_ORIGINAL times its own, cut one of
+those ways, each of those places fixes the offset, C and s at once, so they are a family of a few
+dozen tests instead of tens of thousands: it gets LIKELY_SHARE of the search's alpha (a weighted
+Bonferroni), which lowers the z a mark cropped there needs (sd-v2's 32 bits, after a crop and JPEG
+q95, from about 9.5 to about 7) for a slightly higher one anywhere else.
 """
 
 from __future__ import annotations
@@ -65,6 +67,9 @@ SPILL_Z = 4.0  # T's peak over its decoys' rms above which the fitted message is
 ROW_STEP = math.gcd(ORIGINAL_WIDTHS.start, ORIGINAL_WIDTHS.step) // GRID  # every C is a multiple of this
 LIKELY_SHARE = 0.5  # of the crop search's alpha, for the crops that keep the middle or a corner
 LIKELY_ORIGINAL = 2.0  # the largest original side, as a multiple of the crop's, a likely crop is sought in
+# how far a crop that keeps the picture's shape may change it: a box dragged by hand, and sides
+# rounded to whole pixels (a 10 % cut of 768x512 is 691x461: 1.1114 and 1.1106 times smaller)
+LIKELY_SHAPE = 0.05
 
 
 def row_lengths(length: int, width: int) -> np.ndarray:
@@ -91,11 +96,16 @@ def tests_per_scheme(
 @lru_cache(maxsize=64)
 def likely_crops(height: int, width: int) -> tuple[tuple[int, int, int], ...]:
     """(top, left, original width) in pixels of each likely place (the middle, with the odd pixel
-    on either side, or a corner) a `height` x `width` crop may have been cut from, in every
-    original SD size at most LIKELY_ORIGINAL times its sides."""
+    on either side, or a corner) a `height` x `width` crop may have been cut from: originals of an
+    SD size at most LIKELY_ORIGINAL times its sides, cut on one side only or on both by the same
+    share (within LIKELY_SHAPE)."""
     places = set()
     for original_height in _originals(height):
         for original_width in _originals(width):
+            one_side = original_height == height or original_width == width
+            shape = (original_width / width) / (original_height / height)
+            if not one_side and abs(math.log(shape)) > math.log1p(LIKELY_SHAPE):
+                continue
             cut_y, cut_x = original_height - height, original_width - width
             tops, lefts = {cut_y // 2, (cut_y + 1) // 2}, {cut_x // 2, (cut_x + 1) // 2}
             places.update((top, left, original_width) for top in tops for left in lefts)

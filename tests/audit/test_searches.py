@@ -78,13 +78,16 @@ def test_a_crop_of_the_right_and_bottom_is_found_too():
 
 
 def test_likely_crops_are_the_middle_and_the_corners_of_sd_sizes():
-    places = crops.likely_crops(461, 461)
+    places = set(crops.likely_crops(461, 461))
     # the middle of 512 (51 pixels cut: 25 on one side, 26 on the other) and its corners
-    assert {(25, 25, 512), (26, 26, 512), (25, 26, 512), (0, 0, 512), (51, 51, 512), (0, 51, 512)} <= set(places)
+    assert {(25, 25, 512), (26, 26, 512), (25, 26, 512), (0, 0, 512), (51, 51, 512), (0, 51, 512)} <= places
     # originals from the crop's size up to LIKELY_ORIGINAL times it, nothing in between
     widths = {width for _, _, width in places}
     assert widths == {w for w in crops.ORIGINAL_WIDTHS if 461 <= w <= crops.LIKELY_ORIGINAL * 461}
     assert (13, 13, 512) not in places
+    # a zoom keeps the shape: the middle of 640 wide by 512 high is no likely 461x461 crop, while a
+    # portrait made square by cutting one side only is (512x768 to 512x512: 128 rows off the top)
+    assert (25, 89, 640) not in places and (128, 0, 512) in crops.likely_crops(512, 512)
     # an image as large as any SD output has nowhere likely to come from
     assert crops.likely_crops(2048, 2048) == ((0, 0, 2048),)
 
