@@ -114,10 +114,14 @@ class Realignment:
     # rows made columns) or "anti-diagonal"; rotation: the degrees counter-clockwise it was
     # rotated by (1-2 with `--search always`; quarter turns 90, 180, 270)
     where: tuple[int, int] | str | float
+    # a crop of a mirrored image: the axis it was flipped along ("horizontal" or "vertical"), the
+    # grid's offset then counted in the image flipped back (`--search always` only)
+    mirror: str | None = None
 
     def as_record(self) -> dict[str, object]:
         key = SEARCH_FIELDS[self.edit]
-        return {"edit": self.edit, key: list(self.where) if isinstance(self.where, tuple) else self.where}
+        record = {"edit": self.edit, key: list(self.where) if isinstance(self.where, tuple) else self.where}
+        return record if self.mirror is None else {**record, "mirror": self.mirror}
 
 
 @dataclass(frozen=True)

@@ -65,13 +65,15 @@ PER_SCHEME = ("detected", "p_value", "bit_accuracy", "order")
 
 
 def search_text(search: dict[str, Any] | None) -> str | None:
-    """A record's `search` in a few words: `crop +5,+3` (the grid's offset), `resize from 512x512`,
-    `mirror horizontal` or `rotation 90 degrees` (counter-clockwise)."""
+    """A record's `search` in a few words: `crop +5,+3` (the grid's offset), `crop +5,+3 of the
+    horizontal mirror`, `resize from 512x512`, `mirror horizontal` or `rotation 90 degrees`
+    (counter-clockwise)."""
     if not search:
         return None
     where = search[SEARCH_FIELDS[search["edit"]]]
     if search["edit"] == "crop":
-        return "crop +{},+{}".format(*where)
+        mirror = f" of the {search['mirror']} mirror" if search.get("mirror") else ""
+        return "crop +{},+{}".format(*where) + mirror
     if search["edit"] == "resize":
         return "resize from {}x{}".format(*where)
     if search["edit"] == "rotation":

@@ -6,7 +6,9 @@ the image may have had); a mirror reads the blocks backwards, so the image flipp
 as the aligned test does (one more test per axis); a quarter turn, or a mirror along a diagonal,
 moves every block whole, so the image turned back is read on the lattice paths (five more tests);
 a rotation by a degree or two turns the grid (rotations.py rotates back by whole degrees; only
-with `--search always`, as it costs a quarter of the other searches again). Each search has its
+with `--search always`, as it costs a quarter of the other searches again); a crop of a
+mirrored image is a crop of the original once flipped back (the crop search on both flips back,
+with `--search always` only: it costs two more crop searches). Each search has its
 own corrected p-value; a scheme's verdict then rests on the smallest of its tests, each divided by
 its share of alpha (weighted Bonferroni), so the chance of flagging an unmarked image stays within
 alpha. Where several tests find a mark, the record names the simplest edit that explains it. The quarter turns share TURNS_SHARE of it: they leave a mark whole, so a small share costs
@@ -60,6 +62,29 @@ def _mirrored(rgb: np.ndarray, u: np.ndarray, schemes: list[Scheme], alpha: floa
     return {axis: examine(rgb[flip], schemes, alpha, u[(slice(None), *flip)]) for axis, flip in MIRRORS.items()}
 
 
+def _mirrored_crops(u: np.ndarray, schemes: list[Scheme], lossy_chroma: bool) -> list[SearchEvidence | None]:
+    """Each scheme's crop search on the image flipped back along either axis (on the readings
+    `auto`'s crop search uses: the step where the file coded its chroma lossily, the lattice
+    elsewhere), the stronger of the two, its p-value doubled (Bonferroni over the axes): a crop of
+    a mirrored image, or a mirror of a crop, is a crop of the original once flipped back."""
+    by_axis = [
+        crops.search(
+            np.ascontiguousarray(u[(slice(None), *flip)]), schemes, lattice=not lossy_chroma, steps=lossy_chroma
+        )
+        for flip in MIRRORS.values()
+    ]
+    found: list[SearchEvidence | None] = []
+    for searched in zip(*by_axis, strict=True):
+        tried = [(e, axis) for e, axis in zip(searched, MIRRORS, strict=True) if e is not None]
+        if not tried:
+            found.append(None)
+            continue
+        best, axis = min(tried, key=lambda pair: pair[0].p_value)
+        realignment = replace(best.realignment, mirror=axis)
+        found.append(replace(best, p_value=min(1.0, best.p_value * len(MIRRORS)), realignment=realignment))
+    return found
+
+
 def turned_back(image: np.ndarray, turn: Realignment, axes: tuple[int, int] = (0, 1)) -> np.ndarray:
     """An image's pixel array (rows and columns along `axes`) turned back from `turn` (TURNS)."""
     swap, quarters = TURNS[turn]
@@ -111,7 +136,9 @@ def _realigned(aligned: Evidence, found: Evidence | SearchEvidence, rgb: np.ndar
         return found
     length = aligned.scheme.length
     if found.realignment.edit == "crop":
-        bits = bits_from_votes(read_blocks(rgb, (found.order,)).votes(0), length)
+        mirror = found.realignment.mirror
+        pixels = rgb if mirror is None else np.ascontiguousarray(rgb[MIRRORS[mirror]])
+        bits = bits_from_votes(read_blocks(pixels, (found.order,)).votes(0), length)
     else:
         bits = decode(_lined_up(rgb, found.realignment), (length,), found.order)[length]
     return replace(aligned, z=found.z, path=found.path, order=found.order, bits=bits, realignment=found.realignment)
@@ -126,7 +153,8 @@ def reexamine(
     lossy_chroma: bool = False,
 ) -> list[Evidence]:
     """The schemes the aligned test did not detect, tested again by the mirror, turn, crop and
-    resize searches, and where `thorough` (`--search always`) the rotation search.
+    resize searches, and where `thorough` (`--search always`) the rotation search and the crop
+    search of the image flipped back.
 
     Where the file coded its chroma lossily at half resolution (`lossy_chroma`), the crop search
     reads the encoder's mean step instead of the lattice, and the resize search the step alone (on
@@ -146,13 +174,15 @@ def reexamine(
     by_crop = crops.search(u, schemes, lattice=thorough or not lossy_chroma, steps=thorough or lossy_chroma)
     by_resize = resizes.search(u, schemes, lattice=thorough or not lossy_chroma)
     by_rotation: list[SearchEvidence | None] = [None] * len(schemes)
+    by_mirrored_crop: list[SearchEvidence | None] = [None] * len(schemes)
     if thorough:
         by_rotation = rotations.search(u, schemes)
+        by_mirrored_crop = _mirrored_crops(u, schemes, lossy_chroma)
     result = list(evidence)
     for j, i in enumerate(pending):
         aligned = evidence[i]
         mirrors = [replace(found[j], realignment=Realignment("mirror", axis)) for axis, found in mirrored.items()]
-        others = (by_resize[j], by_crop[j], by_rotation[j])
+        others = (by_resize[j], by_crop[j], by_mirrored_crop[j], by_rotation[j])
         searched: list[Evidence | SearchEvidence] = [*mirrors, *(f for f in others if f is not None)]
         share = (1 - TURNS_SHARE) / (1 + len(searched))  # the aligned test's and each search's
         weighted = [(found.p_value / share, found) for found in (aligned, *mirrors)]

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from suite.audit import crops, detect, resizes, rotations, searches, votes
+from suite.audit import crops, detect, output, resizes, rotations, searches, votes
 from suite.audit.decode import read_blocks, u_planes
 from suite.audit.detect import Realignment, examine, z_scores
 from suite.audit.scan import AuditOptions, audit_file
@@ -126,6 +126,21 @@ def test_the_audit_searches_sizes_sd_never_outputs(tmp_path, policy, searched):
     mark = next(m for m in record["watermarks"] if m["scheme"] == "sd-v2")
     assert mark["detected"] is searched
     assert mark["search"] == ({"edit": "crop", "grid_offset": [3, 3]} if searched else None)
+
+
+def test_a_mirrored_crop_is_found_with_search_always(tmp_path):
+    # flipped left to right, then 10 % cut from each side: flipped back it is a crop of the original
+    marked = embed(audit_corpus.fit(audit_corpus.photo("coffee"), (512, 512)), "sd-v2")
+    mirrored = marked.transpose(Image.Transpose.FLIP_LEFT_RIGHT).crop((25, 25, 486, 486))
+    mirrored.save(tmp_path / "m.png")
+    always = audit_file(str(tmp_path / "m.png"), AuditOptions(search="always"))
+    auto = audit_file(str(tmp_path / "m.png"), AuditOptions())
+    mark = next(m for m in always["watermarks"] if m["scheme"] == "sd-v2")
+    assert [m["scheme"] for m in always["watermarks"] if m["detected"]] == ["sd-v2"]
+    # flipped back, the crop starts 26 pixels in (512 - 486): the first whole block 6 pixels further
+    assert mark["search"] == {"edit": "crop", "grid_offset": [7, 6], "mirror": "horizontal"}
+    assert output.search_text(mark["search"]) == "crop +7,+6 of the horizontal mirror"
+    assert not any(m["detected"] for m in auto["watermarks"])  # two more crop searches: `always` only
 
 
 def test_sd_sized_images_are_searched_by_default(tmp_path):
