@@ -440,7 +440,8 @@ def _file_row(r: dict[str, Any], uri: str | None) -> str:
     message = f"{decoded}{' (exact)' if found[0].get('exact') else ''}" if decoded else ""
     search = found[0].get("search") if found else None
     if search and search["edit"] == "crop":  # the reference reads a moved grid's blocks wrong: no bits to show
-        accuracy, message = "", "found by the crop search: grid at +{},+{} px".format(*search["grid_offset"])
+        mirrored = f" of the {search['mirror']} mirror" if search.get("mirror") else ""
+        accuracy, message = "", "found by the crop search: grid at +{},+{} px".format(*search["grid_offset"]) + mirrored
     elif search:
         message = f"found by the search, {search_text(search)}: {message}"
     img = f'<img src="{uri}" alt="" loading="lazy" decoding="async" width="64">' if uri else ""

@@ -7,6 +7,7 @@ from suite.audit import crops, detect, output, resizes, rotations, searches, vot
 from suite.audit.decode import read_blocks, u_planes
 from suite.audit.detect import Realignment, examine, z_scores
 from suite.audit.scan import AuditOptions, audit_file
+from suite.report import html
 from suite.watermark import SCHEMES, embed
 
 ALL = list(SCHEMES.values())
@@ -140,6 +141,8 @@ def test_a_mirrored_crop_is_found_with_search_always(tmp_path):
     # flipped back, the crop starts 26 pixels in (512 - 486): the first whole block 6 pixels further
     assert mark["search"] == {"edit": "crop", "grid_offset": [7, 6], "mirror": "horizontal"}
     assert output.search_text(mark["search"]) == "crop +7,+6 of the horizontal mirror"
+    row = html._file_row(always, None)
+    assert "found by the crop search: grid at +7,+6 px of the horizontal mirror" in row
     assert not any(m["detected"] for m in auto["watermarks"])  # two more crop searches: `always` only
 
 
