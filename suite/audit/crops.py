@@ -25,8 +25,9 @@ the middle, and an editor's crop often keeps a corner; and a crop either keeps t
 square). Where the crop came from an SD size at most LIKELY_ORIGINAL times its own, cut one of
 those ways, each of those places fixes the offset, C and s at once, so they are a family of a few
 dozen tests instead of tens of thousands: it gets LIKELY_SHARE of the search's alpha (a weighted
-Bonferroni), which lowers the z a mark cropped there needs (sd-v2's 32 bits, after a crop and JPEG
-q95, from about 9.5 to about 7) for a slightly higher one anywhere else.
+Bonferroni), which lowers the z a mark cropped there needs (sd-v2's, with the 40-58 degrees of
+freedom its pooled scales have after a crop and JPEG q95: from 8.4-9.4 to 7.3-7.9) for a slightly
+higher one anywhere else.
 """
 
 from __future__ import annotations
