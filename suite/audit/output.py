@@ -64,6 +64,11 @@ class JsonArrayWriter:
 PER_SCHEME = ("detected", "p_value", "bit_accuracy", "order")
 
 
+def mirror_text(search: dict[str, Any]) -> str:
+    """` of the horizontal mirror` where a crop was found in the image flipped back, else ''."""
+    return f" of the {search['mirror']} mirror" if search.get("mirror") else ""
+
+
 def search_text(search: dict[str, Any] | None) -> str | None:
     """A record's `search` in a few words: `crop +5,+3` (the grid's offset), `crop +5,+3 of the
     horizontal mirror`, `resize from 512x512`, `mirror horizontal` or `rotation 90 degrees`
@@ -72,8 +77,7 @@ def search_text(search: dict[str, Any] | None) -> str | None:
         return None
     where = search[SEARCH_FIELDS[search["edit"]]]
     if search["edit"] == "crop":
-        mirror = f" of the {search['mirror']} mirror" if search.get("mirror") else ""
-        return "crop +{},+{}".format(*where) + mirror
+        return "crop +{},+{}".format(*where) + mirror_text(search)
     if search["edit"] == "resize":
         return "resize from {}x{}".format(*where)
     if search["edit"] == "rotation":

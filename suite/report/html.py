@@ -19,7 +19,7 @@ from typing import Any, BinaryIO
 
 from suite import __version__
 from suite.audit.defaults import DEFAULT_ALPHA, MAX_PIXELS, image_formats
-from suite.audit.output import search_text
+from suite.audit.output import mirror_text, search_text
 from suite.audit.summary import Summary, file_verdict
 from suite.record import FINGERPRINT, STATUSES, Record
 from suite.report import capacity, charts, speedups, sweeps, trust
@@ -440,8 +440,8 @@ def _file_row(r: dict[str, Any], uri: str | None) -> str:
     message = f"{decoded}{' (exact)' if found[0].get('exact') else ''}" if decoded else ""
     search = found[0].get("search") if found else None
     if search and search["edit"] == "crop":  # the reference reads a moved grid's blocks wrong: no bits to show
-        mirrored = f" of the {search['mirror']} mirror" if search.get("mirror") else ""
-        accuracy, message = "", "found by the crop search: grid at +{},+{} px".format(*search["grid_offset"]) + mirrored
+        grid = "found by the crop search: grid at +{},+{} px".format(*search["grid_offset"])
+        accuracy, message = "", grid + mirror_text(search)
     elif search:
         message = f"found by the search, {search_text(search)}: {message}"
     img = f'<img src="{uri}" alt="" loading="lazy" decoding="async" width="64">' if uri else ""
