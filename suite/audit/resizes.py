@@ -25,6 +25,7 @@ from scipy.special import stdtr
 
 from suite.audit import votes
 from suite.audit.decode import ORDERS, neighbour_blocks_mean, steps
+from suite.audit.defaults import DEFAULT_ALPHA
 from suite.audit.detect import (
     FLOAT_OFFSET,
     PRIOR_WEIGHT,
@@ -122,9 +123,6 @@ def _scheme_rows(read: np.ndarray, scheme: Scheme, lattice: bool) -> np.ndarray:
 # The block grid's offsets in LL samples, each way: a resized-back band read at the 16 offsets of
 # its 4x4 blocks (the mark's at (0, 0)) pools the scale of its tests (detect.ScalePrior).
 LL_OFFSETS = 4
-# Pooling costs 15 more readings of a band; it is done only where the pooled scale could bring a
-# corrected p-value under this (the shrunk scale can lower z's scale by at most sqrt(1 + weight)).
-POOL_BELOW = 1e-3
 
 
 def _pooled_p(band: np.ndarray, scheme: Scheme, lattice: bool, float_reading: bool) -> tuple[float, float, int]:
@@ -148,12 +146,16 @@ def _pooled_p(band: np.ndarray, scheme: Scheme, lattice: bool, float_reading: bo
     return float(p_values[row]), float(z[row]), row
 
 
-def search(u: np.ndarray, schemes: list[Scheme], lattice: bool = True) -> list[SearchEvidence | None]:
+def search(
+    u: np.ndarray, schemes: list[Scheme], lattice: bool = True, alpha: float = DEFAULT_ALPHA
+) -> list[SearchEvidence | None]:
     """Each scheme's strongest test over an image's U planes (orders, height, width), in
     decode.ORDERS, resized back to every candidate original, on the lattice and step readings (the
     step ones only without `lattice`); None for all where the image's size has no candidate. The
     strongest candidate's tests are scored again with their scales pooled over its grid offsets
-    (`_pooled_p`) where that could matter."""
+    (`_pooled_p`) where that could bring the corrected p-value under `alpha`, the verdict's level:
+    pooling costs 15 more readings of a band, twice the rest of the search, and with a looser gate
+    (1e-3) it ran on nearly every unmarked image."""
     candidates = originals(u.shape[2], u.shape[1])
     if not candidates:
         return [None] * len(schemes)
@@ -174,8 +176,9 @@ def search(u: np.ndarray, schemes: list[Scheme], lattice: bool = True) -> list[S
         tests = len(candidates) * len(readings) * u.shape[0]
         dof = degrees_of_freedom(scheme.bits)
         p_value = two_sided_p(z, dof)
+        # the shrunk scale lowers z's scale by at most sqrt(1 + weight)
         reachable = two_sided_p(z * np.sqrt(1 + PRIOR_WEIGHT), dof * (1 + PRIOR_WEIGHT)) * tests
-        if reachable <= POOL_BELOW:  # the test's p-value is then the pooled one, never the smaller of two
+        if reachable <= alpha:  # the test's p-value is then the pooled one, never the smaller of two
             p_value, z, test = _pooled_p(_ll_band(planes, size), scheme, lattice, float_reading)
         reading, order = divmod(test, u.shape[0])
         found.append(

@@ -172,7 +172,7 @@ def reexamine(
     mirrored = _mirrored(rgb, u, schemes, alpha)
     turned = _turned(u, schemes)
     by_crop = crops.search(u, schemes, lattice=thorough or not lossy_chroma, steps=thorough or lossy_chroma)
-    by_resize = resizes.search(u, schemes, lattice=thorough or not lossy_chroma)
+    by_resize = resizes.search(u, schemes, lattice=thorough or not lossy_chroma, alpha=alpha)
     by_rotation: list[SearchEvidence | None] = [None] * len(schemes)
     by_mirrored_crop: list[SearchEvidence | None] = [None] * len(schemes)
     if thorough:
