@@ -18,6 +18,7 @@ candidate, channel order and reading tried.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -146,42 +147,98 @@ def _pooled_p(band: np.ndarray, scheme: Scheme, lattice: bool, float_reading: bo
     return float(p_values[row]), float(z[row]), row
 
 
+# Thumbnails and dataset tools cut a resized image to a square (img2dataset's centre_crop resizes the
+# short side to the target, then keeps the middle of the long one): those candidates, resized back,
+# are the middle of an original whose long side was up to MAX_CUT times as long. They are a family
+# of their own with CUT_SHARE of the resize search's alpha (weighted Bonferroni, as crops.LIKELY_SHARE).
+CUT_SHARE = 0.5
+MAX_CUT = 2.0
+
+
+def cuts(width: int, height: int) -> list[tuple[tuple[int, int], int]]:
+    """(original (width, height), row-major index of its block the first whole block was) of each
+    SD size whose middle a `width` x `height` image is, one side cut, up to MAX_CUT times as long.
+    The sides are multiples of 64, so half the cut is a multiple of 32 pixels: the grid stays whole."""
+    found = []
+    for side in SIDES:
+        if width < side <= MAX_CUT * width and side * height <= MAX_ORIGINAL_PIXELS:
+            found.append(((side, height), (side - width) // 16))
+        if height < side <= MAX_CUT * height and width * side <= MAX_ORIGINAL_PIXELS:
+            found.append(((width, side), (side - height) // 16 * (width // 8)))
+    return found
+
+
+@lru_cache(maxsize=256)
+def _cut_numberings(size: tuple[int, int], length: int) -> tuple[tuple[tuple[int, int], np.ndarray], ...]:
+    """(original, the bit each block of a `size` band carries) of each distinct numbering `cuts`
+    gives an L-bit message: block (r, c) was block (r, c + first) of rows C = original width / 8 long."""
+    rows, cols = size[1] // 8, size[0] // 8
+    distinct = {}
+    for original, first in cuts(*size):
+        row_length = original[0] // 8
+        distinct.setdefault((row_length % length, first % length), (original, row_length, first))
+    numberings = []
+    for original, row_length, first in distinct.values():
+        index = ((np.arange(rows)[:, None] * row_length + np.arange(cols) + first) % length).ravel()
+        index.flags.writeable = False
+        numberings.append((original, index))
+    return tuple(numberings)
+
+
 def search(
-    u: np.ndarray, schemes: list[Scheme], lattice: bool = True, alpha: float = DEFAULT_ALPHA
+    u: np.ndarray, schemes: list[Scheme], lattice: bool = True, alpha: float = DEFAULT_ALPHA, cut: bool = False
 ) -> list[SearchEvidence | None]:
     """Each scheme's strongest test over an image's U planes (orders, height, width), in
     decode.ORDERS, resized back to every candidate original, on the lattice and step readings (the
-    step ones only without `lattice`); None for all where the image's size has no candidate. The
-    strongest candidate's tests are scored again with their scales pooled over its grid offsets
-    (`_pooled_p`) where that could bring the corrected p-value under `alpha`, the verdict's level:
-    pooling costs 15 more readings of a band, twice the rest of the search, and with a looser gate
-    (1e-3) it ran on nearly every unmarked image."""
+    step ones only without `lattice`), and with `cut` on each candidate as the middle of a longer
+    original (`cuts`: ten to twenty more tests per candidate and scheme, which cost five times the
+    rest of the search); None for all where the image's size has no candidate. The strongest candidate's tests
+    are scored again with their scales pooled over its grid offsets (`_pooled_p`) where that could
+    bring the corrected p-value under `alpha`, the verdict's level: pooling costs 15 more readings
+    of a band, twice the rest of the search, and with a looser gate (1e-3) it ran on nearly every
+    unmarked image."""
     candidates = originals(u.shape[2], u.shape[1])
     if not candidates:
         return [None] * len(schemes)
     float_reading = any(scheme.float_path for scheme in schemes)
     planes = u.astype(np.float32, copy=False)
     best = [(0.0, 0, candidates[0])] * len(schemes)
+    best_cut: list[tuple[float, int, tuple[int, int], tuple[int, int]] | None] = [None] * len(schemes)
+    cut_tests = [0] * len(schemes)
     for size in candidates:
         read = _votes(_ll_band(planes, size), float_reading, lattice)
         for i, scheme in enumerate(schemes):
-            z = z_scores(_scheme_rows(read, scheme, lattice), scheme.bits).ravel()
+            rows = _scheme_rows(read, scheme, lattice)
+            z = z_scores(rows, scheme.bits).ravel()
             strongest = int(np.abs(z).argmax())
             if abs(z[strongest]) > abs(best[i][0]):
                 best[i] = (float(z[strongest]), strongest, size)
+            for original, index in _cut_numberings(size, scheme.length) if cut else ():
+                z = z_from(*statistics(rows, scheme.bits, index)).ravel()
+                strongest = int(np.abs(z).argmax())
+                cut_tests[i] += z.size
+                if best_cut[i] is None or abs(z[strongest]) > abs(best_cut[i][0]):
+                    best_cut[i] = (float(z[strongest]), strongest, size, original)
     found: list[SearchEvidence | None] = []
-    for scheme, (z, test, size) in zip(schemes, best, strict=True):
+    for i, (scheme, (z, test, size)) in enumerate(zip(schemes, best, strict=True)):
         steps = IMPULSE_READINGS[: len(votes.readings_of(scheme))]
         readings = (*votes.readings_of(scheme), *steps) if lattice else steps
-        tests = len(candidates) * len(readings) * u.shape[0]
+        share = 1 - CUT_SHARE if cut_tests[i] else 1.0
+        tests = len(candidates) * len(readings) * u.shape[0] / share
         dof = degrees_of_freedom(scheme.bits)
         p_value = two_sided_p(z, dof)
         # the shrunk scale lowers z's scale by at most sqrt(1 + weight)
         reachable = two_sided_p(z * np.sqrt(1 + PRIOR_WEIGHT), dof * (1 + PRIOR_WEIGHT)) * tests
         if reachable <= alpha:  # the test's p-value is then the pooled one, never the smaller of two
             p_value, z, test = _pooled_p(_ll_band(planes, size), scheme, lattice, float_reading)
+        p_value *= tests
+        realignment = Realignment("resize", size)
+        if best_cut[i] is not None:
+            cut_z, cut_test, cut_size, original = best_cut[i]
+            cut_p = two_sided_p(cut_z, dof) * cut_tests[i] / CUT_SHARE
+            if cut_p < p_value:
+                p_value, z, test = cut_p, cut_z, cut_test
+                realignment = Realignment("resize", cut_size, cut_from=original)
         reading, order = divmod(test, u.shape[0])
-        found.append(
-            SearchEvidence(z, min(1.0, p_value * tests), ORDERS[order], readings[reading], Realignment("resize", size))
-        )
+        found.append(SearchEvidence(z, min(1.0, p_value), ORDERS[order], readings[reading], realignment))
     return found

@@ -8,7 +8,8 @@ moves every block whole, so the image turned back is read on the lattice paths (
 a rotation by a degree or two turns the grid (rotations.py rotates back by whole degrees; only
 with `--search always`, as it costs a quarter of the other searches again); a crop of a
 mirrored image is a crop of the original once flipped back (the crop search on both flips back,
-with `--search always` only: it costs two more crop searches). Each search has its
+with `--search always` only: it costs two more crop searches); so is a resize cut to a square
+(resizes.cuts: five times the resize search). Each search has its
 own corrected p-value; a scheme's verdict then rests on the smallest of its tests, each divided by
 its share of alpha (weighted Bonferroni), so the chance of flagging an unmarked image stays within
 alpha. Where several tests find a mark, the record names the simplest edit that explains it. The quarter turns share TURNS_SHARE of it: they leave a mark whole, so a small share costs
@@ -153,8 +154,8 @@ def reexamine(
     lossy_chroma: bool = False,
 ) -> list[Evidence]:
     """The schemes the aligned test did not detect, tested again by the mirror, turn, crop and
-    resize searches, and where `thorough` (`--search always`) the rotation search and the crop
-    search of the image flipped back.
+    resize searches, and where `thorough` (`--search always`) the rotation search, the crop
+    search of the image flipped back and the resize search's cuts (resizes.cuts).
 
     Where the file coded its chroma lossily at half resolution (`lossy_chroma`), the crop search
     reads the encoder's mean step instead of the lattice, and the resize search the step alone (on
@@ -172,7 +173,7 @@ def reexamine(
     mirrored = _mirrored(rgb, u, schemes, alpha)
     turned = _turned(u, schemes)
     by_crop = crops.search(u, schemes, lattice=thorough or not lossy_chroma, steps=thorough or lossy_chroma)
-    by_resize = resizes.search(u, schemes, lattice=thorough or not lossy_chroma, alpha=alpha)
+    by_resize = resizes.search(u, schemes, lattice=thorough or not lossy_chroma, alpha=alpha, cut=thorough)
     by_rotation: list[SearchEvidence | None] = [None] * len(schemes)
     by_mirrored_crop: list[SearchEvidence | None] = [None] * len(schemes)
     if thorough:

@@ -442,6 +442,8 @@ def _file_row(r: dict[str, Any], uri: str | None) -> str:
     if search and search["edit"] == "crop":  # the reference reads a moved grid's blocks wrong: no bits to show
         grid = "found by the crop search: grid at +{},+{} px".format(*search["grid_offset"])
         accuracy, message = "", grid + mirror_text(search)
+    elif search and search.get("cut_from"):  # nor a resize's whose blocks were numbered in a longer original
+        accuracy, message = "", f"found by the search, {search_text(search)}"
     elif search:
         message = f"found by the search, {search_text(search)}: {message}"
     img = f'<img src="{uri}" alt="" loading="lazy" decoding="async" width="64">' if uri else ""

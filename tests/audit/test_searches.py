@@ -253,6 +253,47 @@ def test_no_clean_image_is_flagged_resized_back(clean_images):
     print(f"smallest corrected p-value of the resize search on clean images: {smallest:.2g}")
 
 
+def test_the_middles_a_resized_image_may_have_been_cut_from():
+    # a 512x512 band: originals up to twice as long on one side, one side cut on both ends by a
+    # multiple of 32 pixels, so the first whole block is a block of the original's grid
+    cut = dict(resizes.cuts(512, 512))
+    assert cut[(768, 512)] == 128 // 8  # 128 pixels cut from the left: block 16 of row 0
+    assert cut[(512, 768)] == 128 // 8 * 64  # 128 from the top: row 16 of a 64-block row
+    assert (1088, 512) not in cut and (512, 512) not in cut  # longer than twice; no cut at all
+    assert all(w * h <= resizes.MAX_ORIGINAL_PIXELS for (w, h), _ in resizes.cuts(1024, 1024))
+
+
+def centre_cropped_384(image: Image.Image) -> Image.Image:
+    """What img2dataset's center_crop does: the short side resized to 384, the middle kept."""
+    scale = 384 / min(image.size)
+    resized = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.LANCZOS)
+    left, top = (resized.width - 384) // 2, (resized.height - 384) // 2
+    return resized.crop((left, top, left + 384, top + 384))
+
+
+@pytest.mark.parametrize("size", [(768, 512), (448, 640)])
+def test_a_centre_cropped_resize_is_found_with_search_always(tmp_path, size):
+    marked = embed(audit_corpus.fit(audit_corpus.photo("chelsea"), size), "sd-v1")
+    centre_cropped_384(marked).save(tmp_path / "square.png")
+    always = audit_file(str(tmp_path / "square.png"), AuditOptions(search="always"))
+    mark = always["watermarks"][0]
+    assert [m["scheme"] for m in always["watermarks"] if m["detected"]] == ["sd-v1"]
+    short = min(size)
+    assert mark["search"] == {"edit": "resize", "original_size": [short, short], "cut_from": list(size)}
+    assert output.search_text(mark["search"]) == f"resize from {short}x{short}, the middle of {size[0]}x{size[1]}"
+
+
+def test_no_clean_image_is_flagged_in_the_middles(clean_images):
+    smallest = 1.0
+    for name, image in clean_images[::3]:
+        for variant in (image, centre_cropped_384(image)):
+            for found in resizes.search(u_planes(np.asarray(variant)), ALL, cut=True):
+                if found is not None:
+                    assert found.p_value > 1e-4, f"{name}: {found}"
+                    smallest = min(smallest, found.p_value)
+    print(f"smallest corrected p-value of the resize search with cuts on clean images: {smallest:.2g}")
+
+
 def test_the_audit_says_which_size_a_resized_mark_came_from(tmp_path):
     marked = embed(audit_corpus.fit(audit_corpus.photo("rocket"), (512, 512)), "sd-v1")
     marked.resize((400, 400), Image.Resampling.BICUBIC).save(tmp_path / "small.png")
