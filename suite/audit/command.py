@@ -92,7 +92,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="where the aligned test finds no mark, also look for one a crop moved (every 8-pixel grid "
         "offset), a resize resampled (resized back to each SD size) or a mirror flipped: auto (default, on "
         "every image), always (also rotations by 1-2 degrees, crops of mirrored images, crops saved as JPEG, "
-        "and resizes cut to a square as img2dataset's center_crop does: about four times the time) or "
+        "and resizes cut to a square as img2dataset's center_crop does: two to three times the time) or "
         "never; about 25 ms per 512x512 image searched",
     )
     parser.add_argument("--no-metadata", action="store_true", help="skip provenance metadata (faster)")

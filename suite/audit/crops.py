@@ -331,7 +331,7 @@ class _Scores:
         return z, 2.0 * stdtr(self.dof[rows], -np.abs(z))
 
 
-def _strongest(sums: np.ndarray, spread: np.ndarray, scheme: Scheme) -> _Scores:
+def _strongest(sums: np.ndarray, spread: np.ndarray, scheme: Scheme, pool: int = GRID * GRID) -> _Scores:
     """The strongest shift s of each (test, C), scored from D's half spectra (tests, C, k) and each
     test's sum of squared centred votes (tests,).
 
@@ -339,7 +339,7 @@ def _strongest(sums: np.ndarray, spread: np.ndarray, scheme: Scheme) -> _Scores:
     message puts into them) and is never less than SCALE_FLOOR times the spread's root (the scale
     T has when the blocks are shuffled among the bits); here it is also shrunk towards what the
     64 grid offsets of the same reading, order and C say (detect.ScalePrior), which gives the
-    t-test far more degrees of freedom.
+    t-test far more degrees of freedom: `pool` consecutive tests (1: no pooling).
     """
     length, row_lengths = scheme.length, sums.shape[1]
     dof = degrees_of_freedom(scheme.bits)
@@ -359,9 +359,12 @@ def _strongest(sums: np.ndarray, spread: np.ndarray, scheme: Scheme) -> _Scores:
     others[strong] = np.maximum(others[strong] - 2 * fitted * cross + fitted**2 * tail, 0.0)
     decoy_ms = others / max(length - 1, 1)
     rows_spread = np.repeat(spread, row_lengths)
-    pools = (-1, GRID * GRID, row_lengths)  # the 64 offsets of each (reading, order), per C
-    prior = ScalePrior.of(decoy_ms.reshape(pools), rows_spread.reshape(pools), dof, axis=1)
-    shrunk, total_dof = prior.shrink(decoy_ms.reshape(pools), rows_spread.reshape(pools), dof)
+    pools = (-1, pool, row_lengths)  # the 64 offsets of each (reading, order), per C
+    if pool > 1:
+        prior = ScalePrior.of(decoy_ms.reshape(pools), rows_spread.reshape(pools), dof, axis=1)
+        shrunk, total_dof = prior.shrink(decoy_ms.reshape(pools), rows_spread.reshape(pools), dof)
+    else:
+        shrunk, total_dof = decoy_ms, np.full((1, 1, 1), dof)
     scale = np.maximum(np.sqrt(shrunk.ravel()), SCALE_FLOOR * np.sqrt(rows_spread))
     z = np.where(scale > 1e-6 * np.maximum(1.0, np.abs(peak)), peak / np.maximum(scale, 1e-300), 0.0)
     # within a pool the degrees of freedom are the same, so only its largest |z| can be its smallest p
@@ -435,3 +438,25 @@ def _likely(
     z, p_values = scores.at(rows, np.tile(shift, math.prod(kinds)))
     strongest = int(p_values.argmin())
     return float(z[strongest]), min(1.0, float(p_values[strongest]) * rows.size), int(tests[strongest])
+
+
+def numbered(votes: np.ndarray, scheme: Scheme, numberings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(z, two-sided p), each (tests, n), of each row of soft votes on a whole, aligned grid of
+    blocks (tests, rows, cols), numbered as blocks of a larger image whose rows were C blocks long
+    and whose bit s the first block carried, for each (C, s) of `numberings` (n, 2): the crop
+    search's tests at one offset (the resize search's cuts), its scales not pooled."""
+    tests, rows, cols = votes.shape
+    flat = votes.astype(np.float32, copy=False).reshape(tests, -1)
+    mean = flat.mean(axis=1).reshape(1, tests, 1, 1)
+    spread = np.maximum(np.einsum("ij,ij->i", flat, flat).reshape(mean.shape) - flat.shape[1] * mean**2, 0.0)
+    blocks = flat.reshape(1, tests, rows, 1, cols, 1)
+    whole_rows, whole_cols = np.ones((1, rows), bool), np.ones((1, cols), bool)
+    grids = _Grids(("votes",), blocks, whole_rows, whole_cols, mean, spread)
+    length = scheme.length
+    lengths = np.unique(numberings[:, 0] % length)
+    scores = _strongest(_sum_spectra(grids, slice(None), length, lengths), spread.reshape(-1), scheme, pool=1)
+    which = np.searchsorted(lengths, numberings[:, 0] % length)
+    z, p_values = scores.at(
+        (np.arange(tests)[:, None] * lengths.size + which).ravel(), np.tile(numberings[:, 1] % length, tests)
+    )
+    return z.reshape(tests, -1), p_values.reshape(tests, -1)

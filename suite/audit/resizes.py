@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 from scipy.special import stdtr
 
-from suite.audit import votes
+from suite.audit import crops, votes
 from suite.audit.decode import ORDERS, neighbour_blocks_mean, steps
 from suite.audit.defaults import DEFAULT_ALPHA
 from suite.audit.detect import (
@@ -169,20 +169,18 @@ def cuts(width: int, height: int) -> list[tuple[tuple[int, int], int]]:
 
 
 @lru_cache(maxsize=256)
-def _cut_numberings(size: tuple[int, int], length: int) -> tuple[tuple[tuple[int, int], np.ndarray], ...]:
-    """(original, the bit each block of a `size` band carries) of each distinct numbering `cuts`
-    gives an L-bit message: block (r, c) was block (r, c + first) of rows C = original width / 8 long."""
-    rows, cols = size[1] // 8, size[0] // 8
-    distinct = {}
+def _cut_numberings(size: tuple[int, int], length: int) -> tuple[tuple[tuple[int, int], ...], np.ndarray]:
+    """(originals, (n, 2) numberings (C, s)) of the distinct numberings `cuts` gives an L-bit message
+    on a `size` band: its block (r, c) was block (r, c + first) of rows C = original width / 8 long,
+    so it carries bit (r C + c + s) mod L, with s = first."""
+    distinct: dict[tuple[int, int], tuple[tuple[int, int], int, int]] = {}
     for original, first in cuts(*size):
         row_length = original[0] // 8
         distinct.setdefault((row_length % length, first % length), (original, row_length, first))
-    numberings = []
-    for original, row_length, first in distinct.values():
-        index = ((np.arange(rows)[:, None] * row_length + np.arange(cols) + first) % length).ravel()
-        index.flags.writeable = False
-        numberings.append((original, index))
-    return tuple(numberings)
+    originals_ = tuple(original for original, _, _ in distinct.values())
+    numberings = np.array([(row_length, first) for _, row_length, first in distinct.values()], np.intp).reshape(-1, 2)
+    numberings.flags.writeable = False
+    return originals_, numberings
 
 
 def search(
@@ -191,8 +189,8 @@ def search(
     """Each scheme's strongest test over an image's U planes (orders, height, width), in
     decode.ORDERS, resized back to every candidate original, on the lattice and step readings (the
     step ones only without `lattice`), and with `cut` on each candidate as the middle of a longer
-    original (`cuts`: ten to twenty more tests per candidate and scheme, which cost five times the
-    rest of the search); None for all where the image's size has no candidate. The strongest candidate's tests
+    original (`cuts`: ten to twenty more tests per candidate and scheme, scored as the crop search
+    scores one grid offset, which costs about as much again as the rest of the search); None for all where the image's size has no candidate. The strongest candidate's tests
     are scored again with their scales pooled over its grid offsets (`_pooled_p`) where that could
     bring the corrected p-value under `alpha`, the verdict's level: pooling costs 15 more readings
     of a band, twice the rest of the search, and with a looser gate (1e-3) it ran on nearly every
@@ -213,12 +211,14 @@ def search(
             strongest = int(np.abs(z).argmax())
             if abs(z[strongest]) > abs(best[i][0]):
                 best[i] = (float(z[strongest]), strongest, size)
-            for original, index in _cut_numberings(size, scheme.length) if cut else ():
-                z = z_from(*statistics(rows, scheme.bits, index)).ravel()
-                strongest = int(np.abs(z).argmax())
+            cut_from, numberings = _cut_numberings(size, scheme.length) if cut else ((), None)
+            if cut_from:
+                z, _ = crops.numbered(rows.reshape(-1, size[1] // 8, size[0] // 8), scheme, numberings)
                 cut_tests[i] += z.size
-                if best_cut[i] is None or abs(z[strongest]) > abs(best_cut[i][0]):
-                    best_cut[i] = (float(z[strongest]), strongest, size, original)
+                strongest = int(np.abs(z).argmax())
+                test, numbering = divmod(strongest, z.shape[1])
+                if best_cut[i] is None or abs(z.flat[strongest]) > abs(best_cut[i][0]):
+                    best_cut[i] = (float(z.flat[strongest]), test, size, cut_from[numbering])
     found: list[SearchEvidence | None] = []
     for i, (scheme, (z, test, size)) in enumerate(zip(schemes, best, strict=True)):
         steps = IMPULSE_READINGS[: len(votes.readings_of(scheme))]

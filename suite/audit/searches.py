@@ -9,7 +9,7 @@ a rotation by a degree or two turns the grid (rotations.py rotates back by whole
 with `--search always`, as it costs a quarter of the other searches again); a crop of a
 mirrored image is a crop of the original once flipped back (the crop search on both flips back,
 with `--search always` only: it costs two more crop searches); so is a resize cut to a square
-(resizes.cuts: five times the resize search). Each search has its
+(resizes.cuts: as much again as the resize search). Each search has its
 own corrected p-value; a scheme's verdict then rests on the smallest of its tests, each divided by
 its share of alpha (weighted Bonferroni), so the chance of flagging an unmarked image stays within
 alpha. Where several tests find a mark, the record names the simplest edit that explains it. The quarter turns share TURNS_SHARE of it: they leave a mark whole, so a small share costs
