@@ -212,32 +212,23 @@ def _decoy_matrix(bits: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     return y, shifted
 
 
-def statistics(
-    soft: np.ndarray, bits: tuple[int, ...], index: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def statistics(soft: np.ndarray, bits: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(T, the decoys' mean square, the votes' spread) for each row of soft votes (..., blocks):
-    see the module doc; each has `soft`'s leading shape. Block k carries bit k % L, or `index[k]`
-    where given (blocks numbered as in a larger image they were cut from)."""
+    see the module doc; each has `soft`'s leading shape."""
     length, blocks = len(bits), soft.shape[-1]
     rows = np.reshape(soft, (-1, blocks))
     if length < 2 or blocks < length:
         zeros = np.zeros(soft.shape[:-1])
         return zeros, zeros, zeros
     y, shifted = _decoy_matrix(bits)
-    spread = np.einsum("ij,ij->i", rows, rows)
-    if index is None:
-        _, counts = bit_layout(blocks, length)
-        if blocks % length:  # pad to whole periods so that block k lands in column k % L
-            padded = np.zeros((rows.shape[0], -(-blocks // length) * length))
-            padded[:, :blocks] = rows
-            rows = padded
-        sums = rows.reshape(rows.shape[0], -1, length).sum(axis=1)
-    else:
-        counts = np.bincount(index, minlength=length)
-        per_row = (index + length * np.arange(rows.shape[0])[:, None]).ravel()
-        sums = np.bincount(per_row, weights=rows.ravel(), minlength=rows.shape[0] * length).reshape(-1, length)
+    _, counts = bit_layout(blocks, length)
+    if blocks % length:  # pad to whole periods so that block k lands in column k % L
+        padded = np.zeros((rows.shape[0], -(-blocks // length) * length))
+        padded[:, :blocks] = rows
+        rows = padded
+    sums = rows.reshape(rows.shape[0], -1, length).sum(axis=1)
     total = sums.sum(axis=1, keepdims=True)
-    spread = np.maximum(spread - total[:, 0] ** 2 / blocks, 0.0)  # sum (w - mean)^2
+    spread = np.maximum(np.einsum("ij,ij->i", rows, rows) - total[:, 0] ** 2 / blocks, 0.0)  # sum (w - mean)^2
     sums -= counts * (total / blocks)  # centre: the image's own bias goes
     t = sums @ y
     # decoy d pairs bit j's blocks with message bit j + d, after the fitted message is removed
