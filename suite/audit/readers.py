@@ -150,9 +150,9 @@ def jpeg_chroma(image: Image.Image, rgb: np.ndarray) -> tuple[np.ndarray, str] |
     and 1/4 to the next one, along each subsampled axis, so the mean of each 2x2 pixel block is the
     stored sample blurred by [1/8, 3/4, 1/8]; U is linear in the pixels, so the mean U of each block
     is that blur of the stored samples as U, which decode.unblur undoes. This reads the samples to
-    within 0.3-0.5 of a U unit (rms) of libjpeg's own half-scale decode, which returns them
-    unblurred but costs a second pass through the file's entropy-coded data, as much as the full
-    decode (1.4 ms of a 512x512 file's 6)."""
+    within 0.33-0.63 of a U unit (rms; the tail where the decoded pixels clipped) of libjpeg's own
+    half-scale decode, which returns them unblurred but costs a second pass through the file's
+    entropy-coded data, as much as the full decode (1.4-2 ms of a 512x512 file's 6)."""
     layout = chroma_layout(image)
     if layout not in ("420", "422"):
         return None

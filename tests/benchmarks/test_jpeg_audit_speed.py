@@ -1,8 +1,8 @@
 """What auditing a folder of JPEGs costs against merely decoding them, with and without the searches.
 
-A JPEG is read twice: fully, for the pixels the reference decoder reads, and at half scale, for
-the chroma planes the file stores (readers.py). Both audits and the decode-only baseline run on
-all cores, interleaved, best round kept; the ratios go to extra_info and docs/audit.md.
+A JPEG is decoded once, for the pixels the reference decoder reads, and the chroma planes the file
+stores are recovered from them (readers.py). Both audits and the decode-only baseline run on all
+cores, interleaved, best round kept; the ratios go to extra_info and docs/audit.md.
 """
 
 from __future__ import annotations
@@ -45,4 +45,4 @@ def test_jpeg_folder_audit_vs_decoding(benchmark, jpeg_folder, capsys):
     for name in ("audit_never", "audit_auto"):
         _report(benchmark, f"jpeg_{name}_vs_decode", best["decode"] / best[name], **{name: best[name] / FILES})
     benchmark.extra_info["decode_ms_per_file"] = round(best["decode"] / FILES * 1e3, 3)
-    assert best["decode"] / best["audit_never"] >= 0.25  # reading the chroma twice and three paths stay cheap
+    assert best["decode"] / best["audit_never"] >= 0.25  # the recovered chroma and the reading paths stay cheap
