@@ -85,6 +85,29 @@ def read_pixels(rgb: np.ndarray, image: Image.Image, data: bytes) -> Pixels:
     return Pixels(rgb, "pixels", lossy_chroma=image.format == "AVIF" and is_subsampled_avif(data))
 
 
+# How much larger the luma's steps between neighbouring pixels must be at one phase of an 8-pixel
+# grid than at the others' median, along both axes, for an image read from its pixels to count as
+# an earlier JPEG (shows_jpeg_grid). On the robustness corpus's 28 photos, clean and marked
+# (2026-12-07), 93 % of those saved as JPEG q90 then cropped 10 % reach it (q95: 57 %, q75: all),
+# and 21 % of the PNGs (whose photos were JPEGs once) and 7 % of resized ones.
+JPEG_GRID = 1.05
+
+
+def shows_jpeg_grid(rgb: np.ndarray) -> bool:
+    """Whether the pixels show the 8x8 block edges of an earlier JPEG (a JPEG cropped, or re-saved
+    as PNG), wherever a crop moved them: steps across one of the 8 phases of the grid JPEG_GRID
+    times the others' median, along both axes."""
+    luma = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    for axis in (0, 1):
+        steps = np.abs(np.diff(luma, axis=1 - axis)).mean(axis=axis)  # per column (row) boundary
+        if steps.size < 4 * 8:
+            return False
+        phases = steps[: steps.size // 8 * 8].reshape(-1, 8).mean(axis=0)
+        if phases.max() < JPEG_GRID * np.median(phases):
+            return False
+    return True
+
+
 def is_lossy_webp(data: bytes) -> bool:
     """Whether a WebP's image is VP8 (lossy, always 4:2:0) rather than VP8L (lossless): the first
     image chunk of the RIFF container says (an extended file's VP8X, ICCP, ALPH... come first)."""

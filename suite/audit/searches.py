@@ -35,6 +35,7 @@ from suite.audit.detect import (
     two_sided_p,
     z_scores,
 )
+from suite.audit.readers import shows_jpeg_grid
 from suite.watermark import Scheme
 
 # How a mirrored image is flipped back: (rows, columns) of the pixel arrays.
@@ -172,7 +173,12 @@ def reexamine(
     schemes = [evidence[i].scheme for i in pending]
     mirrored = _mirrored(rgb, u, schemes, alpha)
     turned = _turned(u, schemes)
-    by_crop = crops.search(u, schemes, lattice=thorough or not lossy_chroma, steps=thorough or lossy_chroma)
+    # pixels that show an earlier JPEG's grid had their chroma coded lossily too: the step readings
+    # as well (a JPEG q90 cropped 10 % and re-saved as PNG: see readers.JPEG_GRID)
+    earlier_jpeg = not (thorough or lossy_chroma) and shows_jpeg_grid(rgb)
+    by_crop = crops.search(
+        u, schemes, lattice=thorough or not lossy_chroma, steps=thorough or lossy_chroma or earlier_jpeg
+    )
     by_resize = resizes.search(u, schemes, lattice=thorough or not lossy_chroma, alpha=alpha, cut=thorough)
     by_rotation: list[SearchEvidence | None] = [None] * len(schemes)
     by_mirrored_crop: list[SearchEvidence | None] = [None] * len(schemes)

@@ -1,9 +1,11 @@
+import io
+
 import audit_corpus
 import numpy as np
 import pytest
 from PIL import Image
 
-from suite.audit import crops, detect, output, resizes, rotations, searches, votes
+from suite.audit import crops, detect, output, readers, resizes, rotations, searches, votes
 from suite.audit.decode import read_blocks, u_planes
 from suite.audit.detect import Realignment, examine, z_scores
 from suite.audit.scan import AuditOptions, audit_file
@@ -251,6 +253,35 @@ def test_no_clean_image_is_flagged_resized_back(clean_images):
                     assert found.p_value > 1e-4, f"{name}: {found}"
                     smallest = min(smallest, found.p_value)
     print(f"smallest corrected p-value of the resize search on clean images: {smallest:.2g}")
+
+
+def jpeg_then_cropped(image: Image.Image, quality: int = 90) -> np.ndarray:
+    """Saved as JPEG 4:2:0, then 10 % cut off each side (as the robustness benchmark's jpeg90+crop10)."""
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=quality)
+    decoded = Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+    cut_x, cut_y = image.width // 10, image.height // 10
+    return np.asarray(decoded.crop((cut_x, cut_y, image.width - cut_x, image.height - cut_y)))
+
+
+def test_the_grid_of_an_earlier_jpeg_is_seen_wherever_a_crop_moved_it():
+    photo = audit_corpus.fit(audit_corpus.photo("chelsea"), (512, 512))
+    assert readers.shows_jpeg_grid(jpeg_then_cropped(photo, 75))
+    assert readers.shows_jpeg_grid(jpeg_then_cropped(photo, 90))
+    assert not readers.shows_jpeg_grid(np.asarray(photo))  # (flat illustrations whose edges fall on it may)
+    assert not readers.shows_jpeg_grid(np.asarray(photo.resize((384, 384), Image.Resampling.LANCZOS)))
+    assert not readers.shows_jpeg_grid(np.zeros((16, 16, 3), np.uint8))  # too small to tell
+
+
+def test_a_jpeg_cropped_and_saved_as_png_is_read_for_the_step(monkeypatch):
+    # its chroma was coded lossily before the crop: the crop search reads the encoder's step there
+    # too, where the lattice alone finds nothing
+    rgb = jpeg_then_cropped(embed(audit_corpus.fit(audit_corpus.photo("chelsea"), (512, 512)), "sd-v1"))
+    found = _found(rgb)
+    assert set(found) == {"sd-v1"} and found["sd-v1"].realignment.edit == "crop"
+    assert found["sd-v1"].path == "impulse"
+    monkeypatch.setattr(readers, "JPEG_GRID", float("inf"))
+    assert not _found(rgb)
 
 
 def test_the_middles_a_resized_image_may_have_been_cut_from():
