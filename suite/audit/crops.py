@@ -364,7 +364,7 @@ def _strongest(sums: np.ndarray, spread: np.ndarray, scheme: Scheme, pool: int =
         prior = ScalePrior.of(decoy_ms.reshape(pools), rows_spread.reshape(pools), dof, axis=1)
         shrunk, total_dof = prior.shrink(decoy_ms.reshape(pools), rows_spread.reshape(pools), dof)
     else:
-        shrunk, total_dof = decoy_ms, np.full((1, 1, 1), dof)
+        shrunk, total_dof = decoy_ms.astype(np.float64), np.full((1, 1, 1), dof)  # float32 would lose 1e-300
     scale = np.maximum(np.sqrt(shrunk.ravel()), SCALE_FLOOR * np.sqrt(rows_spread))
     z = np.where(scale > 1e-6 * np.maximum(1.0, np.abs(peak)), peak / np.maximum(scale, 1e-300), 0.0)
     # within a pool the degrees of freedom are the same, so only its largest |z| can be its smallest p

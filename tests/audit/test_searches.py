@@ -311,7 +311,10 @@ def test_a_centre_cropped_resize_is_found_with_search_always(tmp_path, size):
     assert [m["scheme"] for m in always["watermarks"] if m["detected"]] == ["sd-v1"]
     short = min(size)
     assert mark["search"] == {"edit": "resize", "original_size": [short, short], "cut_from": list(size)}
-    assert output.search_text(mark["search"]) == f"resize from {short}x{short}, the middle of {size[0]}x{size[1]}"
+    text = f"resize from {short}x{short}, the middle of {size[0]}x{size[1]}"
+    assert output.search_text(mark["search"]) == text
+    row = html._file_row(always, None)  # no bits shown: the reference numbers the blocks wrong
+    assert f"found by the search, {text}</td>" in row and f"found by the search, {text}:" not in row
 
 
 def test_no_clean_image_is_flagged_in_the_middles(clean_images):
