@@ -177,10 +177,10 @@ def _cut_numberings(size: tuple[int, int], length: int) -> tuple[tuple[tuple[int
     for original, first in cuts(*size):
         row_length = original[0] // 8
         distinct.setdefault((row_length % length, first % length), (original, row_length, first))
-    originals_ = tuple(original for original, _, _ in distinct.values())
+    sizes = tuple(original for original, _, _ in distinct.values())
     numberings = np.array([(row_length, first) for _, row_length, first in distinct.values()], np.intp).reshape(-1, 2)
     numberings.flags.writeable = False
-    return originals_, numberings
+    return sizes, numberings
 
 
 def search(
@@ -188,9 +188,11 @@ def search(
 ) -> list[SearchEvidence | None]:
     """Each scheme's strongest test over an image's U planes (orders, height, width), in
     decode.ORDERS, resized back to every candidate original, on the lattice and step readings (the
-    step ones only without `lattice`), and with `cut` on each candidate as the middle of a longer
-    original (`cuts`: ten to twenty more tests per candidate and scheme, scored as the crop search
-    scores one grid offset, which costs about as much again as the rest of the search); None for all where the image's size has no candidate. The strongest candidate's tests
+    step ones only without `lattice`); None for all where the image's size has no candidate.
+
+    With `cut`, each candidate is also scored as the middle of a longer original (`cuts`: ten to
+    twenty more tests per candidate and scheme, scored as the crop search scores one grid offset,
+    which costs about as much again as the rest of the search). The strongest candidate's tests
     are scored again with their scales pooled over its grid offsets (`_pooled_p`) where that could
     bring the corrected p-value under `alpha`, the verdict's level: pooling costs 15 more readings
     of a band, twice the rest of the search, and with a looser gate (1e-3) it ran on nearly every
