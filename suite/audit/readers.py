@@ -1,24 +1,15 @@
 """How an image's pixels are read: the U planes the detector tests, and the RGB the reference reads.
 
 The mark lives in the U channel of the pixels the encoder saw. A PNG keeps those pixels; a JPEG or
-WebP keeps its chroma at half resolution (4:2:0) and a decoder blurs it back to full size. For a
-JPEG that blur is libjpeg's upsampling filter, known exactly, and U is linear in the pixels, so the
-stored planes, as the U each encoder order saw, are recovered from the decoded pixels by undoing it
-(jpeg_chroma): one decode gives both what the reference decoder reads and what the file stores.
-
-A lossy WebP (VP8) always stores its chroma at half resolution, in BT.601's limited range; libwebp's
-YUV output gives those planes (webp_chroma). Cb and Cr are the same colour differences as OpenCV's
-U, scaled (both use BT.601's luma weights), so the U plane each encoder order saw is a linear
-function of them, known exactly:
-
-- bgr (the reference scripts): U - 128 = 0.492 * (B - Y) = 0.8718 * (Cb - 128);
-- rgb (encoders handed RGB as BGR): U' - 128 = 0.492 * (R - Y'), with Y' the luma of the swapped
-  pixels: R - Y' = 1.185 * (R - Y) - 0.185 * (B - Y), so U' is 1.185 Cr-parts and -0.185 Cb-parts.
-
-Each stored sample covers 2x2 pixels, so it is one LL coefficient over two: the aligned test reads
-the samples as they are, and the searches get them spread over their pixels. Everything else (PNG,
-4:4:4 JPEG, lossless WebP, AVIF, what PIL reads) is read from its RGB pixels, and the detector's
-`unblurred` reading path undoes the decoders' chroma upsampling there (decode.py).
+a lossy WebP keeps its chroma at half resolution (4:2:0; a lossy WebP always) and the decoder blurs
+it back to full size. That blur is libjpeg's and libwebp's "fancy" upsampling filter, known
+exactly, and U is linear in the pixels, so the stored planes, as the U each encoder order saw, are
+recovered from the decoded pixels by undoing it (stored_chroma): one decode gives both what the
+reference decoder reads and what the file stores. Each stored sample covers 2x2 pixels, so it is
+one LL coefficient over two: the aligned test reads the samples as they are, and the searches get
+them spread over their pixels. Everything else (PNG, 4:4:4 JPEG, lossless WebP, AVIF, what PIL
+reads) is read from its RGB pixels, and the detector's `unblurred` reading path undoes the
+decoders' chroma upsampling there (decode.py).
 """
 
 from __future__ import annotations
@@ -29,16 +20,11 @@ from functools import cached_property
 import cv2
 import numpy as np
 import simplejpeg
-import webp
 from PIL import Image, JpegImagePlugin
 
-from suite.audit.decode import ORDERS, Blocks, ChannelOrder, blocks_of, blocks_of_samples, u_planes, unblur
+from suite.audit.decode import ORDERS, Blocks, blocks_of, blocks_of_samples, u_planes, unblur
 
-# OpenCV's RGB->YUV chroma weight and JFIF's: U - 128 = 0.492 (B - Y); Cb - 128 = 0.5 / 0.886 (B - Y).
-_U_WEIGHT = 0.492
-_CB_WEIGHT = 0.5 / (1 - 0.114)
-_CR_WEIGHT = 0.5 / (1 - 0.299)
-_SWAPPED_LUMA = 0.299 - 0.114  # Y - Y' = 0.185 (R - B) when R and B trade places
+_U_WEIGHT = 0.492  # OpenCV's RGB->YUV chroma weight: U - 128 = 0.492 (B - Y)
 
 
 @dataclass(frozen=True)
@@ -78,10 +64,7 @@ def read_pixels(rgb: np.ndarray, image: Image.Image, data: bytes) -> Pixels:
         samples, layout = stored
         return Pixels(rgb, f"jpeg-{layout}", samples, lossy_chroma=True)
     if image.format == "WEBP" and is_lossy_webp(data):
-        samples = webp_chroma(data, (image.height, image.width))
-        if samples is not None:
-            return Pixels(rgb, "webp-420", samples, lossy_chroma=True)
-        return Pixels(rgb, "pixels", lossy_chroma=True)
+        return Pixels(rgb, "webp-420", stored_chroma(rgb), lossy_chroma=True)
     return Pixels(rgb, "pixels", lossy_chroma=image.format == "AVIF" and is_subsampled_avif(data))
 
 
@@ -166,26 +149,34 @@ def decode_jpeg_rgb(image: Image.Image, data: bytes) -> np.ndarray | None:
 
 
 def jpeg_chroma(image: Image.Image, rgb: np.ndarray) -> tuple[np.ndarray, str] | None:
-    """(orders, ceil(height / 2), ceil(width / 2)) float32 U planes of a subsampled JPEG's stored
-    chroma, recovered from its decoded pixels `rgb`, and the layout; None where the file has none.
-
-    libjpeg's "fancy" upsampling puts each pixel's chroma 3/4 of the way to its own stored sample
-    and 1/4 to the next one, along each subsampled axis, so the mean of each 2x2 pixel block is the
-    stored sample blurred by [1/8, 3/4, 1/8]; U is linear in the pixels, so the mean U of each block
-    is that blur of the stored samples as U, which decode.unblur undoes. This reads the samples to
-    within 0.33-0.63 of a U unit (rms; the tail where the decoded pixels clipped) of libjpeg's own
-    half-scale decode, which returns them unblurred but costs a second pass through the file's
-    entropy-coded data, as much as the full decode (1.4-2 ms of a 512x512 file's 6)."""
+    """A subsampled JPEG's stored chroma as U planes (stored_chroma, from its decoded pixels `rgb`)
+    and the layout; None where the file has none to give."""
     layout = chroma_layout(image)
     if layout not in ("420", "422"):
         return None
+    return stored_chroma(rgb, vertical=layout == "420"), layout
+
+
+def stored_chroma(rgb: np.ndarray, vertical: bool = True) -> np.ndarray:
+    """(orders, ceil(height / 2), ceil(width / 2)) float32 U planes of the chroma a JPEG or lossy
+    WebP stores at half resolution (along rows only without `vertical`: 4:2:2), recovered from its
+    decoded pixels.
+
+    libjpeg's and libwebp's "fancy" upsampling put each pixel's chroma 3/4 of the way to its own
+    stored sample and 1/4 to the next one, along each subsampled axis, so the mean of each 2x2 pixel
+    block is the stored sample blurred by [1/8, 3/4, 1/8]; U is linear in the pixels, so the mean U
+    of each block is that blur of the stored samples as U, which decode.unblur undoes. This reads
+    the samples to within 0.33-0.63 of a U unit (rms; the tail where the decoded pixels clipped) of
+    libjpeg's own half-scale decode and libwebp's YUV output, which return them unblurred but cost
+    a second pass through the file's entropy-coded data, as much as the full decode (1.4-2 ms of a
+    512x512 JPEG's 6)."""
     height, width = rgb.shape[:2]
     even = np.pad(rgb, ((0, height % 2), (0, width % 2), (0, 0)), mode="edge") if (height | width) % 2 else rgb
     # the mean of four times the pixels over each 2x2 block is their sum, exactly
     sums = cv2.resize(np.left_shift(even, 2, dtype=np.uint16), None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
     u_sums = cv2.transform(sums.astype(np.float32), _U_OF_SUMS)
-    planes = unblur(u_sums, vertical=layout == "420", scale=0.25)[..., : len(ORDERS)]
-    return np.ascontiguousarray(planes.transpose(2, 0, 1)), layout
+    planes = unblur(u_sums, vertical=vertical, scale=0.25)[..., : len(ORDERS)]
+    return np.ascontiguousarray(planes.transpose(2, 0, 1))
 
 
 # Four times each order's U (decode.ORDERS; OpenCV's U - 128 = 0.492 (B - Y)) from the sums of four
@@ -199,48 +190,3 @@ _U_OF_SUMS = np.array(
     ],
     np.float32,
 )
-
-
-# VP8 stores BT.601 limited-range chroma: Cb - 128 = 224/255 of JFIF's full-range Cb - 128.
-_VP8_TO_FULL = 255 / 224
-
-
-def webp_chroma(data: bytes, size: tuple[int, int]) -> np.ndarray | None:
-    """(orders, ceil(height / 2), ceil(width / 2)) float32 U planes from a lossy WebP's stored
-    chroma, which VP8 always keeps at half resolution: libwebp's YUV output (no upsampling),
-    through the webp package's binding. None where the file is not a still lossy image of `size`
-    (height, width) or does not decode."""
-    config = webp.WebPDecoderConfig.new()
-    source = webp.WebPData.from_buffer(data)
-    features_read = webp.lib.WebPGetFeatures(source.ptr.bytes, source.size, webp.ffi.addressof(config.ptr, "input"))
-    if features_read != webp.lib.VP8_STATUS_OK:
-        return None
-    features = config.input
-    if features.format != 1 or features.has_animation or (features.height, features.width) != size:
-        return None  # format 1: lossy (2 is lossless, 0 mixed)
-    config.output.colorspace = webp.lib.MODE_YUV
-    config.output.is_external_memory = 0  # libwebp allocates the planes; freed below, whatever happens
-    try:
-        if webp.lib.WebPDecode(source.ptr.bytes, source.size, config.ptr) != webp.lib.VP8_STATUS_OK:
-            return None
-        rows, cols = (size[0] + 1) // 2, (size[1] + 1) // 2
-        yuva = config.output.u.YUVA
-        planes = []
-        for plane, stride, length in ((yuva.u, yuva.u_stride, yuva.u_size), (yuva.v, yuva.v_stride, yuva.v_size)):
-            stored = np.frombuffer(webp.ffi.buffer(plane, length), np.uint8).reshape(-1, stride)[:rows, :cols]
-            planes.append(stored.astype(np.float32) * np.float32(_VP8_TO_FULL) + np.float32(128 * (1 - _VP8_TO_FULL)))
-    finally:
-        webp.lib.WebPFreeDecBuffer(webp.ffi.addressof(config.ptr, "output"))
-    return u_from_chroma(*planes)
-
-
-def u_from_chroma(cb: np.ndarray, cr: np.ndarray, orders: tuple[ChannelOrder, ...] = ORDERS) -> np.ndarray:
-    """(orders, *cb.shape) float32: OpenCV's U of each encoder order from JFIF Cb and Cr planes."""
-    # U = 128 + 0.492 (B - Y) and U' = 128 + 0.492 (1.185 (R - Y) - 0.185 (B - Y)), from Cb and Cr
-    blue, red = _U_WEIGHT / _CB_WEIGHT, _U_WEIGHT / _CR_WEIGHT
-    weights = {"bgr": (blue, 0.0), "rgb": (-_SWAPPED_LUMA * blue, (1 + _SWAPPED_LUMA) * red)}
-    planes = np.empty((len(orders), *cb.shape), np.float32)
-    for plane, order in zip(planes, orders, strict=True):
-        of_cb, of_cr = weights[order]
-        cv2.addWeighted(cb, of_cb, cr, of_cr, 128 * (1 - of_cb - of_cr), dst=plane)
-    return planes
