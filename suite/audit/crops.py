@@ -359,7 +359,7 @@ def _strongest(sums: np.ndarray, spread: np.ndarray, scheme: Scheme, pool: int =
     others[strong] = np.maximum(others[strong] - 2 * fitted * cross + fitted**2 * tail, 0.0)
     decoy_ms = others / max(length - 1, 1)
     rows_spread = np.repeat(spread, row_lengths)
-    pools = (-1, pool, row_lengths)  # the 64 offsets of each (reading, order), per C
+    pools = (-1, pool, row_lengths)  # `pool` offsets (the 64, or one) of each (reading, order), per C
     if pool > 1:
         prior = ScalePrior.of(decoy_ms.reshape(pools), rows_spread.reshape(pools), dof, axis=1)
         shrunk, total_dof = prior.shrink(decoy_ms.reshape(pools), rows_spread.reshape(pools), dof)
