@@ -69,22 +69,18 @@ def mirror_text(search: dict[str, Any]) -> str:
     return f" of the {search['mirror']} mirror" if search.get("mirror") else ""
 
 
-def cut_text(search: dict[str, Any]) -> str:
-    """`, the middle of 768x512` where a resized image was cut from a longer original, else ''."""
-    return ", the middle of {}x{}".format(*search["cut_from"]) if search.get("cut_from") else ""
-
-
 def search_text(search: dict[str, Any] | None) -> str | None:
     """A record's `search` in a few words: `crop +5,+3` (the grid's offset), `crop +5,+3 of the
-    horizontal mirror`, `resize from 512x512`, `resize from 512x512, the middle of 768x512`, `mirror horizontal` or `rotation 90 degrees`
-    (counter-clockwise)."""
+    horizontal mirror`, `resize from 512x512`, `resize from 512x512, the middle of 768x512` (cut from
+    a longer original), `mirror horizontal` or `rotation 90 degrees` (counter-clockwise)."""
     if not search:
         return None
     where = search[SEARCH_FIELDS[search["edit"]]]
     if search["edit"] == "crop":
         return "crop +{},+{}".format(*where) + mirror_text(search)
     if search["edit"] == "resize":
-        return "resize from {}x{}".format(*where) + cut_text(search)
+        cut = ", the middle of {}x{}".format(*search["cut_from"]) if search.get("cut_from") else ""
+        return "resize from {}x{}".format(*where) + cut
     if search["edit"] == "rotation":
         return f"rotation {where:g} degrees"
     return f"mirror {where}"
